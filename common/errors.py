@@ -138,7 +138,7 @@ def error_from_wire(err: object) -> RemoteError:
         return RemoteError(ErrCode.BAD_MESSAGE, f"malformed error in reply: {err!r:.80}")
     raw = err.get("code")
     try:
-        code = ErrCode(raw) if isinstance(raw, int) else ErrCode.INTERNAL
+        code = ErrCode(raw) if isinstance(raw, int) and not isinstance(raw, bool) else ErrCode.INTERNAL
     except ValueError:
         code = ErrCode.INTERNAL
     message = err.get("message")

@@ -7,8 +7,8 @@ says who owns the fds it takes or returns.
 
 from __future__ import annotations
 
-import contextlib
 import array
+import contextlib
 import os
 import socket
 import struct
@@ -55,8 +55,9 @@ def recv_frame(sock: socket.socket) -> tuple[bytes, list[int]]:
             fds.extend(array.array("i", payload[:usable]))
     if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC) or len(data) > MAX_FRAME:
         close_all(fds)
-        what = "fds" if flags & socket.MSG_CTRUNC else "bytes"
-        raise MessageTooLarge(f"fd-channel message truncated: more than {MAX_FDS} fds or {MAX_FRAME} {what}")
+        if flags & socket.MSG_CTRUNC:
+            raise MessageTooLarge(f"fd-channel message refused: more than {MAX_FDS} fds")
+        raise MessageTooLarge(f"fd-channel message refused: more than {MAX_FRAME} bytes")
     return data, fds
 
 

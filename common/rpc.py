@@ -77,6 +77,15 @@ class Registry:
             result_type = hints["return"]
             if not (isinstance(args_type, type) and dataclasses.is_dataclass(args_type)):
                 raise TypeError(f"{key}: argument type {args_type!r} is not a dataclass")
+            unfilled = [
+                f.name
+                for f in dataclasses.fields(args_type)
+                if not wire.is_wire_field(f)
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ]
+            if unfilled:
+                raise TypeError(f"{key}: fields {unfilled} travel beside the body and need a default")
             if result_type is type(None):
                 result_type = None
             elif not (isinstance(result_type, type) and dataclasses.is_dataclass(result_type)):

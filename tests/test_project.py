@@ -24,8 +24,13 @@ def test_ci_runs_exactly_the_readme_commands() -> None:
 
 
 def test_ruff() -> None:
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", str(REPO)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--output-format", "concise", str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     if "No module named ruff" in proc.stderr:
         pytest.fail("ruff is missing: it is in the test extra")
     assert proc.returncode == 0, proc.stdout + proc.stderr

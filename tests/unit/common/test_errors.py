@@ -36,7 +36,7 @@ def test_error_to_wire_per_class(cls: type[errors.ZerovisorError], code: int) ->
 
 def test_oserror_keeps_errno() -> None:
     out = error_to_wire(FileNotFoundError(errno.ENOENT, "No such file", "/nope"))
-    assert out["code"] == ErrCode.OS_ERROR == 9
+    assert out["code"] == 9 == int(ErrCode.OS_ERROR)
     assert out["errno"] == errno.ENOENT
     assert out["errno_name"] == "ENOENT"
     assert "/nope" in out["message"]
@@ -56,7 +56,7 @@ def test_oserror_without_errno_is_internal() -> None:
 @pytest.mark.parametrize("exc", [ValueError("bad"), KeyError("k"), RuntimeError(), AssertionError("x")])
 def test_arbitrary_exception_is_internal(exc: Exception) -> None:
     out = error_to_wire(exc)
-    assert out["code"] == ErrCode.INTERNAL == 11
+    assert out["code"] == 11 == int(ErrCode.INTERNAL)
     assert out["message"].startswith(f"internal error: {type(exc).__name__}")
     assert set(out) == {"code", "message"}
 

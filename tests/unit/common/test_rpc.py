@@ -9,12 +9,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 
 from common import wire
 from common.errors import ErrCode
 from common.messages.system import PingArgs, PingResult
 from common.rpc import Dispatcher, Registry
+
+
+def _pipe() -> tuple[int, int]:
+    """A pipe whose read end never blocks, so a missed close fails a test instead of hanging it."""
+    return os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def _at_eof(fd: int) -> bool:
+    """True when every write end of the pipe is closed (and its data has been read)."""
+    try:
+        return os.read(fd, 1) == b""
+    except BlockingIOError:
+        return False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,11 +98,11 @@ class Demo:
         return FilesResult(count=len(args.fds))
 
     def open_pipe(self, args: Empty) -> FilesResult:
-        r, w = os.pipe()
+        r, w = _pipe()
         return FilesResult(count=2, fds=[r, w])
 
     def bad_result(self, args: Empty) -> PathResult:
-        r, w = os.pipe()
+        r, w = _pipe()
         self.kept.append(r)
         return PathResult(where=Path("/not/cbor"), fds=[w])
 
@@ -118,7 +132,18 @@ class NotDataclassArgs:
 
 
 class NotDataclassResult:
-    def ping(self, args: Empty) -> int: ...
+    def ping(self, args: Empty) -> int:
+        return 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FilesWithoutDefault:
+    fds: list[int] = field(metadata={"wire": False})
+
+
+class FilePayloadWithoutDefault:
+    def take(self, args: FilesWithoutDefault) -> None:
+        return None
 
 
 def _open_fds() -> int:
@@ -145,8 +170,13 @@ def no_fd_leak() -> Iterator[None]:
     assert _open_fds() == before
 
 
-def call(d: Dispatcher, method: str, args: dict[str, Any] | None = None, fds: list[int] | None = None,
-         rid: wire.RequestId = "t-1") -> tuple[wire.Reply, list[int]]:
+def call(
+    d: Dispatcher,
+    method: str,
+    args: dict[str, Any] | None = None,
+    fds: list[int] | None = None,
+    rid: wire.RequestId = "t-1",
+) -> tuple[wire.Reply, list[int]]:
     frame, out_fds = d.handle(wire.encode_request(rid, method, args or {}), fds)
     return wire.reply_from_envelope(wire.load_envelope(frame)), out_fds
 
@@ -162,8 +192,14 @@ def _error_code(reply: wire.Reply) -> int:
 
 def test_register_names(dispatcher: Dispatcher) -> None:
     assert dispatcher.registry.names() == [
-        "Demo.BadResult", "Demo.Echo", "Demo.FailOs", "Demo.FailValue", "Demo.Nothing", "Demo.OpenPipe",
-        "Demo.TakeFiles", "System.Ping",
+        "Demo.BadResult",
+        "Demo.Echo",
+        "Demo.FailOs",
+        "Demo.FailValue",
+        "Demo.Nothing",
+        "Demo.OpenPipe",
+        "Demo.TakeFiles",
+        "System.Ping",
     ]
     assert dispatcher.registry.lookup("Demo._helper") is None
     assert dispatcher.registry.lookup("Demo.Helper") is None
@@ -196,6 +232,7 @@ def test_register_records_schema(dispatcher: Dispatcher) -> None:
         pytest.param(NoParams(), r"NoParams\.Ping: want def ping", id="no-params"),
         pytest.param(NotDataclassArgs(), "argument type .* is not a dataclass", id="int-args"),
         pytest.param(NotDataclassResult(), "result type .* is not a dataclass or None", id="int-result"),
+        pytest.param(FilePayloadWithoutDefault(), r"fields \['fds'\] travel beside the body", id="fds-no-default"),
     ],
 )
 def test_register_refuses_bad_shapes(obj: object, match: str) -> None:
@@ -266,7 +303,7 @@ def test_handle_garbage_frame_gets_reply_without_id(dispatcher: Dispatcher, fram
 
 
 def test_handle_bad_version_keeps_the_id(dispatcher: Dispatcher) -> None:
-    out, _ = dispatcher.handle(wire.cbor2.dumps({"v": 2, "id": 9, "method": "System.Ping", "args": {}}))
+    out, _ = dispatcher.handle(cbor2.dumps({"v": 2, "id": 9, "method": "System.Ping", "args": {}}))
     reply = wire.reply_from_envelope(wire.load_envelope(out))
     assert (reply.id, _error_code(reply)) == (9, ErrCode.BAD_VERSION)
 
@@ -282,7 +319,7 @@ def test_counters(dispatcher: Dispatcher) -> None:
 
 @pytest.mark.usefixtures("no_fd_leak")
 def test_fds_reach_handler_and_are_closed_after(dispatcher: Dispatcher, demo: Demo) -> None:
-    pipes = [os.pipe() for _ in range(3)]
+    pipes = [_pipe() for _ in range(3)]
     writers = [w for _, w in pipes]
     reply, out_fds = call(dispatcher, "Demo.TakeFiles", {"tag": "hi"}, fds=writers)
     assert reply == wire.Reply(id="t-1", ok=True, result={"count": 3})
@@ -293,16 +330,16 @@ def test_fds_reach_handler_and_are_closed_after(dispatcher: Dispatcher, demo: De
             os.fstat(w)
         assert info.value.errno == errno.EBADF
         assert os.read(r, 10) == b"hi"  # written by the handler through the fd we passed
-        assert os.read(r, 10) == b""  # EOF: the dispatcher closed the only write end
+        assert _at_eof(r)  # EOF: the dispatcher closed the only write end
         os.close(r)
 
 
 @pytest.mark.usefixtures("no_fd_leak")
 def test_system_ping_counts_and_closes_fds(dispatcher: Dispatcher) -> None:
-    r, w = os.pipe()
+    r, w = _pipe()
     reply, _ = call(dispatcher, "System.Ping", fds=[w])
     assert reply.result is not None and reply.result["fds_received"] == 1
-    assert os.read(r, 1) == b""
+    assert _at_eof(r)
     os.close(r)
 
 
@@ -312,12 +349,12 @@ def test_system_ping_counts_and_closes_fds(dispatcher: Dispatcher) -> None:
 )
 @pytest.mark.usefixtures("no_fd_leak")
 def test_refused_fds_are_closed(dispatcher: Dispatcher, method: str | None, code: ErrCode) -> None:
-    r, w = os.pipe()
+    r, w = _pipe()
     frame = wire.encode_request(1, method, {"text": "a"}) if method else b"\xff garbage"
     out, out_fds = dispatcher.handle(frame, [w])
     assert _error_code(wire.reply_from_envelope(wire.load_envelope(out))) == code
     assert out_fds == []
-    assert os.read(r, 1) == b""
+    assert _at_eof(r)
     os.close(r)
 
 
@@ -340,5 +377,5 @@ def test_unencodable_result_becomes_internal_error(dispatcher: Dispatcher, demo:
     assert out_fds == []
     assert (dispatcher.requests, dispatcher.errors) == (1, 1)
     (r,) = demo.kept
-    assert os.read(r, 1) == b""  # the result's fd was closed, not leaked
+    assert _at_eof(r)  # the result's fd was closed, not leaked
     os.close(r)

@@ -126,7 +126,11 @@ def test_other_services_do_not_conflict(lock: InstanceLock, run_dir: RunDir) -> 
 def test_second_lock_in_child_process_conflicts(lock: InstanceLock, run_dir: RunDir) -> None:
     out = subprocess.run(
         [sys.executable, "-c", TRY_LOCK, str(run_dir.path), "sentry"],
-        capture_output=True, text=True, timeout=60, check=True, env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=CHILD_ENV,
     )
     assert out.stdout.startswith("conflict: sentry is already running"), out.stderr
 
@@ -135,7 +139,11 @@ def test_lock_after_release_in_child_process(lock: InstanceLock, run_dir: RunDir
     lock.release()
     out = subprocess.run(
         [sys.executable, "-c", TRY_LOCK, str(run_dir.path), "sentry"],
-        capture_output=True, text=True, timeout=60, check=True, env=CHILD_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=CHILD_ENV,
     )
     assert out.stdout.strip() == "locked", out.stderr
 
@@ -143,7 +151,10 @@ def test_lock_after_release_in_child_process(lock: InstanceLock, run_dir: RunDir
 def test_lock_held_by_child_then_dropped_when_it_dies(run_dir: RunDir) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(run_dir.path), "platform"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=CHILD_ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=CHILD_ENV,
     )
     try:
         assert child.stdout is not None and child.stdin is not None

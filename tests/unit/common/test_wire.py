@@ -103,7 +103,8 @@ def test_load_envelope_refuses_oversize_before_parsing(monkeypatch: pytest.Monke
     def no_parse(_data: bytes) -> Any:
         raise AssertionError("an oversize frame must not reach the CBOR parser")
 
-    monkeypatch.setattr(wire.cbor2, "loads", no_parse)
+    monkeypatch.setattr(cbor2, "loads", no_parse)
+    monkeypatch.setattr(cbor2, "CBORDecoder", no_parse)
     with pytest.raises(MessageTooLarge, match=str(wire.MAX_MESSAGE_BYTES)):
         wire.load_envelope(b"\xa0" + b"\0" * wire.MAX_MESSAGE_BYTES)
 
@@ -291,8 +292,17 @@ def test_to_wire_leaves_out_non_wire_fields_and_round_trips() -> None:
     obj = Sample(name="x", count=1, ratio=0.5, flag=False, tags=["t"], env={"A": 1}, inner=Inner(n=2), fds=[7, 8])
     body = wire.to_wire(obj)
     assert body == {
-        "name": "x", "count": 1, "ratio": 0.5, "flag": False, "tags": ["t"], "env": {"A": 1},
-        "inner": {"n": 2}, "note": None, "mode": "r", "prio": 1, "level": 3,
+        "name": "x",
+        "count": 1,
+        "ratio": 0.5,
+        "flag": False,
+        "tags": ["t"],
+        "env": {"A": 1},
+        "inner": {"n": 2},
+        "note": None,
+        "mode": "r",
+        "prio": 1,
+        "level": 3,
     }
     assert wire.from_wire(Sample, cbor2.loads(cbor2.dumps(body))) == Sample(
         name="x", count=1, ratio=0.5, flag=False, tags=["t"], env={"A": 1}, inner=Inner(n=2)
@@ -302,4 +312,3 @@ def test_to_wire_leaves_out_non_wire_fields_and_round_trips() -> None:
 def test_to_wire_recurses_into_containers() -> None:
     assert wire.to_wire({"k": (Inner(n=1), [Inner(n=2)])}) == {"k": [{"n": 1}, [{"n": 2}]]}
     assert wire.to_wire(Inner) is Inner  # a class is not an instance
-
