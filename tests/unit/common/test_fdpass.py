@@ -191,3 +191,28 @@ def test_check_peer_by_uid(pair: Pair, monkeypatch: pytest.MonkeyPatch, uid: int
     else:
         with pytest.raises(PermissionDenied, match=f"pid 1234 uid {uid}"):
             fdpass.check_peer(pair[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_check_peer_refuses_a_real_process_of_another_user(pair: Pair) -> None:
+    """A child that became uid 65534 makes a socket pair and hands us one end: we refuse it."""
+    a, b = pair
+    pid = os.fork()
+    if pid == 0:  # child: never returns into pytest
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            theirs, ours = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            fdpass.send_frame(a, b"peer", [ours.fileno()])
+            ours.close()
+            theirs.recv(1)  # keep the peer alive until the parent has checked it and closed its end
+        finally:
+            os._exit(0)
+    _, fds = fdpass.recv_frame(b)
+    sock = socket.socket(fileno=fds[0])
+    try:
+        with pytest.raises(PermissionDenied, match="uid 65534 is not allowed"):
+            fdpass.check_peer(sock)
+    finally:
+        sock.close()
+        os.waitpid(pid, 0)
