@@ -6,7 +6,9 @@ Layout of ``$RUN`` (mode 0700, owned by the service user, so the sandbox never s
     <service>.fds    fd channel, AF_UNIX SOCK_SEQPACKET
     <service>.pid    instance lock: flock()ed by the live service, holding its pid
     <service>.log    the service's log when it was started by `controller up`
-    events.zmq       the controller's PUB endpoint for container events
+    events.zmq       the sentry's PUB endpoint for container events
+    platform-events.zmq  the platform's PUB endpoint for task exits
+    exits/           exits the fork server reaped, one JSON file per pid, written durably
 """
 
 from __future__ import annotations
@@ -76,8 +78,13 @@ class RunDir:
 
     @property
     def events_endpoint(self) -> str:
-        """ZMQ endpoint of the controller's event publisher."""
+        """ZMQ endpoint of the container events the sentry publishes (container.<id>.<event>)."""
         return f"ipc://{self.path / 'events.zmq'}"
+
+    @property
+    def task_events_endpoint(self) -> str:
+        """ZMQ endpoint of the task events the platform publishes (task.<id>.exit)."""
+        return f"ipc://{self.path / 'platform-events.zmq'}"
 
     def running_pid(self, service: str) -> int | None:
         """Pid of the live instance of service, or None when none holds the lock.

@@ -45,6 +45,8 @@ class ServiceLoop:
         self._readers: dict[int, Reader] = {}
         self._ticks: list[Callable[[], None]] = []
         self._conns: dict[int, socket.socket] = {}
+        self._sockets: dict[zmq.Socket[bytes], Callable[[], None]] = {}
+        self._cleanups: list[Callable[[], None]] = []
         self._poller = zmq.Poller()
 
     def add_reader(self, fd: int, callback: Reader) -> None:
@@ -52,10 +54,23 @@ class ServiceLoop:
         self._readers[fd] = callback
         self._poller.register(fd, zmq.POLLIN)
 
+    def add_socket(self, sock: zmq.Socket[bytes], callback: Callable[[], None]) -> None:
+        """Call callback() whenever the ZMQ socket sock has messages. The caller keeps owning sock."""
+        self._sockets[sock] = callback
+        self._poller.register(sock, zmq.POLLIN)
+
     def remove_reader(self, fd: int) -> None:
         """Stop watching fd (before the caller closes it)."""
         if self._readers.pop(fd, None) is not None:
             self._poller.unregister(fd)
+
+    def add_cleanup(self, callback: Callable[[], None]) -> None:
+        """Run callback when the loop ends, last added first (after the sockets are closed)."""
+        self._cleanups.append(callback)
+
+    def stop(self) -> None:
+        """End the loop after the current event."""
+        self.stopping = True
 
     def add_tick(self, callback: Callable[[], None]) -> None:
         """Run callback about once a second and after every batch of events."""
@@ -104,6 +119,11 @@ class ServiceLoop:
             os.close(wake_w)
             self.run_dir.zmq_path(self.service).unlink(missing_ok=True)
             self.run_dir.socket_path(self.service).unlink(missing_ok=True)
+            for cleanup in reversed(self._cleanups):
+                try:
+                    cleanup()
+                except Exception:
+                    log.exception("cleanup %r failed", cleanup)
             log.info("%s stopped", self.service)
 
     def _loop(self, router: zmq.Socket[bytes]) -> None:
@@ -113,6 +133,8 @@ class ServiceLoop:
                     self._drain_router(router)
                 elif isinstance(sock, int) and sock in self._readers:
                     self._readers[sock](sock)
+                elif sock in self._sockets:
+                    self._sockets[sock]()
                 if self.stopping:
                     break
             for tick in self._ticks:

@@ -36,6 +36,8 @@ class ServiceContext:
     registry: Registry
     #: The main loop, for services that watch fds of their own.
     loop: ServiceLoop
+    #: Debug logging was asked for (passed on to helper processes).
+    debug: bool = False
 
 
 Setup = Callable[[ServiceContext], None]
@@ -54,7 +56,7 @@ def run_service(
         registry.register(System(service, str(rd.path), dispatcher))
         loop = ServiceLoop(service, rd, dispatcher)
         if setup is not None:
-            setup(ServiceContext(service, rd, registry, loop))
+            setup(ServiceContext(service, rd, registry, loop, debug))
         loop.serve()
     finally:
         lock.release()

@@ -16,17 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from common.client import RpcClient
 from common.messages.system import PingResult
 from common.methods import SYSTEM_PING
 from common.rundir import RunDir
+from common.zmqclient import RpcClient
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def service_argv(service: str, run_dir: Path) -> list[str]:
     """The command line of one service on run_dir, run by this interpreter."""
-    module = ["services.controller", "serve"] if service == "controller" else [f"services.{service}"]
+    # The controller's registry goes under --root: keep it inside the test's directory too.
+    module = (
+        ["services.controller", "--root", str(run_dir), "serve"] if service == "controller" else [f"services.{service}"]
+    )
     return [sys.executable, "-m", *module, "--run-dir", str(run_dir)]
 
 

@@ -19,7 +19,10 @@ from services.controller.commands.base import CliContext
 log = logging.getLogger("controller")
 
 #: Every command, by module name under services/controller/commands/.
-COMMANDS: tuple[str, ...] = ("down", "serve", "status", "up")
+COMMANDS: tuple[str, ...] = (
+    "create", "delete", "down", "events", "kill", "list", "pause", "resume", "run", "serve", "spec", "start",
+    "state", "status", "up", "wait",
+)
 
 #: Exit code for an error the services reported or a service that could not be reached.
 EXIT_REMOTE = 3

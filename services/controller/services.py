@@ -48,18 +48,19 @@ class ServiceState:
     errors: int | None = None
 
 
-def service_argv(service: str) -> list[str]:
+def service_argv(service: str, root: str) -> list[str]:
     """The command that runs service with this interpreter (a pyenv shim would re-resolve)."""
     if service == "controller":
-        return [sys.executable, "-m", "services.controller", "serve"]
+        return [sys.executable, "-m", "services.controller", "--root", root, "serve"]
     return [sys.executable, "-m", f"services.{service}"]
 
 
 class ServiceManager:
     """The services of one run directory."""
 
-    def __init__(self, run_dir: RunDir, log_format: str = "text", debug: bool = False) -> None:
+    def __init__(self, run_dir: RunDir, root: str, log_format: str = "text", debug: bool = False) -> None:
         self.run_dir = run_dir
+        self.root = root
         self.log_format = log_format
         self.debug = debug
         self._log_start: dict[str, int] = {}
@@ -94,7 +95,7 @@ class ServiceManager:
         return pids
 
     def _spawn(self, service: str, notify_path: Path) -> subprocess.Popen[bytes]:
-        argv = [*service_argv(service), "--run-dir", str(self.run_dir.path), "--log-format", self.log_format]
+        argv = [*service_argv(service, self.root), "--run-dir", str(self.run_dir.path), "--log-format", self.log_format]
         if self.debug:
             argv.append("--debug")
         env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
@@ -168,9 +169,9 @@ class ServiceManager:
 
     def probe(self, timeout: float = 1.0) -> list[ServiceState]:
         """Ask each service for its status; a live lock holder that does not answer is "not responding"."""
-        from common.client import RpcClient
         from common.messages.system import StatusResult
         from common.methods import SYSTEM_STATUS
+        from common.zmqclient import RpcClient
 
         states = []
         for service in SERVICES:

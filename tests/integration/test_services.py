@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from common.client import RpcClient
+from common.zmqclient import RpcClient
 from common.errors import ServiceUnavailable
 from common.messages.system import PingResult, StatusResult
 from common.methods import SYSTEM_PING, SYSTEM_STATUS

@@ -1,15 +1,19 @@
-"""What the CLI halves of the commands share. Imports click only."""
+"""What the CLI halves of the commands share. Imports click only; the rest lazily."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import click
 
 F = TypeVar("F", bound=Callable[..., object])
+R = TypeVar("R")
+
+#: How long a CLI call to the controller may take (creating a container mounts and forks).
+CALL_TIMEOUT = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +45,59 @@ def run_dir_option(fn: F) -> F:
         default=None,
         help="Run directory of the services (overrides the global --run-dir).",
     )(fn)
+
+
+def controller_call(
+    obj: CliContext, method: str, args: object, result_type: type[R] | None = None, fds: list[int] | None = None
+) -> R:
+    """Call the controller over its fd channel, starting the services first if they are down.
+
+    The caller keeps ownership of fds. The fd channel needs no ZMQ import, so most commands
+    start fast.
+    """
+    from common.client import FdClient
+    from common.rundir import RunDir
+    from services.controller.services import ServiceManager
+
+    run_dir = RunDir.at(obj.run_dir)
+    ServiceManager(run_dir, obj.root, obj.log_format, obj.debug).start()
+    with FdClient(run_dir.socket_path("controller"), timeout=CALL_TIMEOUT) as client:
+        result, out = client.call(method, args, result_type, fds)
+    for fd in out:
+        os.close(fd)
+    return cast(R, result)
+
+
+def wait_for_exit(obj: CliContext, cid: str) -> int:
+    """Block until container cid has stopped; return its exit status (128 + signal when killed)."""
+    from common.events import Subscriber
+    from common.messages.containers import ContainerState, IdArgs
+    from common.rundir import RunDir
+
+    # Subscribe before asking: an exit between the two is then seen by one or the other.
+    sub = Subscriber(RunDir.at(obj.run_dir).events_endpoint, [f"container.{cid}."])
+    try:
+        while True:
+            state = controller_call(obj, "Containers.State", IdArgs(id=cid), ContainerState)
+            if state.status == "stopped":
+                return state.exit_status if state.exit_status is not None else 0
+            event = sub.recv(timeout=1.0)
+            if event is not None and event[0].endswith(".exit"):
+                code = event[1]["body"].get("exit_code")
+                if isinstance(code, int):
+                    return code
+    finally:
+        sub.close()
+
+
+def stdio_fds(preserve_fds: int) -> list[int]:
+    """The fds a container inherits from the CLI: stdio, then --preserve-fds more from 3 on."""
+    return [0, 1, 2, *range(3, 3 + preserve_fds)]
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Write pid to path atomically, as runc does (a reader never sees a partial file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.replace(tmp, path)

@@ -23,5 +23,5 @@ def cli(obj: CliContext, run_dir: str | None, timeout: float) -> None:
     from services.controller.services import ServiceManager
 
     ctx = obj.with_run_dir(run_dir)
-    for service, pid in ServiceManager(RunDir.at(ctx.run_dir)).stop(timeout).items():
+    for service, pid in ServiceManager(RunDir.at(ctx.run_dir), ctx.root).stop(timeout).items():
         click.echo(f"{service} stopped (pid {pid})")

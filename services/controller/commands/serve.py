@@ -16,6 +16,8 @@ from services.controller.commands.base import CliContext, run_dir_option
 def cli(obj: CliContext, run_dir: str | None, log_file: str | None, log_format: str | None, debug: bool) -> None:
     """Serve the controller's RPC endpoint on the run directory until SIGTERM."""
     from common.service import run_service
+    from services.controller.daemon import make_setup
 
     ctx = obj.with_run_dir(run_dir)
-    run_service("controller", None, ctx.run_dir, log_file, log_format or ctx.log_format, debug or ctx.debug)
+    run_service("controller", make_setup(ctx.root), ctx.run_dir, log_file, log_format or ctx.log_format,
+                debug or ctx.debug)

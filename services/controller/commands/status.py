@@ -34,7 +34,7 @@ def cli(obj: CliContext, run_dir: str | None, fmt: str) -> None:
     from services.controller.services import ServiceManager
 
     ctx = obj.with_run_dir(run_dir)
-    states = ServiceManager(RunDir.at(ctx.run_dir)).probe()
+    states = ServiceManager(RunDir.at(ctx.run_dir), ctx.root).probe()
     if fmt == "json":
         click.echo(json.dumps([dataclasses.asdict(s) for s in states], indent=2))
         return

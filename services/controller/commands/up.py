@@ -16,6 +16,6 @@ def cli(obj: CliContext, run_dir: str | None) -> None:
     from services.controller.services import ServiceManager
 
     ctx = obj.with_run_dir(run_dir)
-    manager = ServiceManager(RunDir.at(ctx.run_dir), ctx.log_format, ctx.debug)
+    manager = ServiceManager(RunDir.at(ctx.run_dir), ctx.root, ctx.log_format, ctx.debug)
     for service, pid in manager.start().items():
         click.echo(f"{service} running (pid {pid})")

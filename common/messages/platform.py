@@ -1,0 +1,85 @@
+"""Schemas of the Platform domain (sentry -> platform) and of the fork server's protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.messages.spec import ContainerSpec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchArgs:
+    """Arguments to Platform.Launch and ForkServer.Launch: create a container's init, stopped before exec."""
+
+    #: Container id.
+    cid: str
+    #: The validated container spec.
+    spec: ContainerSpec
+    #: stdio (0, 1, 2) and preserved fds (3, 4, ...), sent as SCM_RIGHTS.
+    fds: list[int] = field(default_factory=list, metadata={"wire": False})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchResult:
+    """Result of Launch."""
+
+    #: Host pid of the container's init.
+    pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerRef:
+    """Arguments naming one container (Release, Freeze, Thaw, Destroy, Stats)."""
+
+    #: Container id.
+    cid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalArgs:
+    """Arguments to Platform.Signal."""
+
+    #: Container id.
+    cid: str
+    #: Signal number.
+    signo: int
+    #: Every process of the container (frozen while signalled), not only its init.
+    all: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PidsResult:
+    """Host pids of a container's processes."""
+
+    #: Sorted host pids.
+    pids: list[int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatsResult:
+    """A container's cgroup counters."""
+
+    #: CPU time used, nanoseconds.
+    cpu_usage_ns: int
+    #: Memory in use, bytes.
+    memory_usage: int
+    #: Memory limit, bytes, if any.
+    memory_limit: int | None
+    #: Processes in the container.
+    pids_current: int
+    #: Process limit, if any.
+    pids_limit: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskExit:
+    """An exit the fork server reaped: the event published on the platform's event socket."""
+
+    #: Container id.
+    cid: str
+    #: Host pid that exited.
+    pid: int
+    #: True when pid is the container's init.
+    init: bool
+    #: Exit code as a shell reports it: the status, or 128 + the signal that killed it.
+    exit_code: int

@@ -1,0 +1,47 @@
+"""run: create and start a container, and (unless detached) wait for it and delete it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+import click
+
+from services.controller.commands.base import CliContext, controller_call, stdio_fds, wait_for_exit
+from services.controller.commands.create import represent
+
+
+@click.command("run")
+@click.option("--bundle", "-b", default=".", type=click.Path(file_okay=False), help="Path to the bundle.")
+@click.option("--detach", "-d", is_flag=True, help="Return once the program runs.")
+@click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the container's process id to FILE.")
+@click.option("--preserve-fds", type=click.IntRange(min=0), default=0, help="Pass N more fds (3, 4, ...).")
+@click.argument("cid")
+@click.pass_obj
+def cli(obj: CliContext, bundle: str, detach: bool, pid_file: str | None, preserve_fds: int, cid: str) -> None:
+    """Run container CID from the bundle; exit with its exit status (128 + signal when killed)."""
+    from common.messages.containers import ContainerState, CreateArgs, DeleteArgs, IdArgs, KillArgs
+
+    args = CreateArgs(id=cid, bundle=os.path.abspath(bundle))
+    controller_call(obj, "Containers.Create", args, ContainerState, fds=stdio_fds(preserve_fds))
+    if pid_file:
+        represent(obj, cid, os.path.abspath(pid_file))
+    try:
+        controller_call(obj, "Containers.Start", IdArgs(id=cid), ContainerState)
+    except BaseException:
+        controller_call(obj, "Containers.Delete", DeleteArgs(id=cid, force=True))
+        raise
+    if detach:
+        return
+
+    def forward(signo: int, _frame: FrameType | None) -> None:
+        # As runc run does: a signal to us is a signal to the container.
+        controller_call(obj, "Containers.Kill", KillArgs(id=cid, signo=signo))
+
+    for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signo, forward)
+    code = wait_for_exit(obj, cid)
+    controller_call(obj, "Containers.Delete", DeleteArgs(id=cid, force=True))
+    sys.exit(code)

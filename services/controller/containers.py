@@ -1,0 +1,206 @@
+"""The Containers domain: the controller's public API, orchestrating the sentry.
+
+The registry (SQLite) is the controller's record of every container; the sentry is the truth
+about the ones still alive. Each call checks the OCI status rules first (gVisor's
+requireStatus), then acts, then records; a create that fails halfway is undone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from common import wire
+from common.client import FdClient
+from common.errors import ConflictError, NotFound, ServiceUnavailable
+from common.messages.containers import (
+    ContainerState,
+    ContainerStates,
+    CreateArgs,
+    DeleteArgs,
+    IdArgs,
+    KillArgs,
+    ListArgs,
+)
+from common.messages.lifecycle import (
+    ContainerArgs,
+    ContainerList,
+    ContainerStatus,
+    CreateContainerArgs,
+    DeleteContainerArgs,
+    ListContainersArgs,
+    SignalContainerArgs,
+)
+from common.messages.platform import StatsResult
+from common.rundir import RunDir
+from services.controller import oci
+from services.controller.registry import ContainerRecord, Registry, validate_id
+
+log = logging.getLogger(__name__)
+
+#: How long a call to the sentry may take (creating a container mounts and forks).
+SENTRY_TIMEOUT = 60.0
+#: Statuses in which the sentry, not the registry, has the last word.
+LIVE = ("created", "running", "paused")
+
+
+class SentryClient:
+    """The controller's connection to the sentry's fd channel; reconnects after a failure."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self._path = run_dir.socket_path("sentry")
+        self._client: FdClient | None = None
+
+    def call(
+        self, method: str, args: Any, result_type: type[Any] | None = None, fds: list[int] | None = None
+    ) -> Any:
+        """Call method on the sentry; the caller keeps ownership of fds."""
+        if self._client is None:
+            self._client = FdClient(self._path, timeout=SENTRY_TIMEOUT)
+        try:
+            result, _ = self._client.call(method, args, result_type, fds)
+        except ServiceUnavailable:
+            self._client.close()
+            self._client = None
+            raise
+        return result
+
+
+def state_of(rec: ContainerRecord) -> ContainerState:
+    """The OCI state of a record."""
+    return ContainerState(
+        oci_version=str(rec.config.get("oci_version", "")),
+        id=rec.id,
+        status=rec.status,
+        pid=(rec.pid or 0) if rec.status != "stopped" else 0,
+        bundle=rec.bundle,
+        rootfs=rec.rootfs,
+        created=rec.created,
+        annotations=rec.annotations,
+        owner=rec.owner,
+        exit_status=rec.exit_status,
+    )
+
+
+class Containers:
+    """create, start, state, list, kill, pause, resume, delete, stats."""
+
+    domain = "Containers"
+
+    def __init__(self, registry: Registry, sentry: SentryClient) -> None:
+        self._reg = registry
+        self._sentry = sentry
+
+    def create(self, args: CreateArgs) -> ContainerState:
+        """Validate the bundle, record the container, and have the sentry create its init."""
+        validate_id(args.id)
+        if self._reg.find(args.id) is not None:
+            raise ConflictError(f"container {args.id!r} already exists")
+        spec = oci.load_bundle(args.bundle)
+        record = ContainerRecord(
+            id=args.id,
+            bundle=spec.bundle,
+            rootfs=spec.rootfs,
+            status="creating",
+            annotations=spec.annotations,
+            config=wire.to_wire(spec),
+        )
+        self._reg.add(record)
+        try:
+            status = self._sentry.call(
+                "Lifecycle.CreateContainer", CreateContainerArgs(cid=args.id, spec=spec), ContainerStatus, args.fds
+            )
+        except BaseException:
+            self._reg.remove(args.id)
+            raise
+        return state_of(self._reg.update(args.id, status="created", pid=status.pid))
+
+    def start(self, args: IdArgs) -> ContainerState:
+        """Run the program of a created container."""
+        rec = self._require(args.id, "start", "created")
+        if rec.config.get("process") is None:
+            raise ConflictError(f"cannot start container {args.id!r}: its config.json has no process")
+        status = self._sentry.call("Lifecycle.StartContainer", ContainerArgs(cid=args.id), ContainerStatus)
+        return state_of(self._record(status))
+
+    def state(self, args: IdArgs) -> ContainerState:
+        """The container's OCI state, brought up to date with the sentry."""
+        return state_of(self._refresh(self._reg.get(args.id)))
+
+    def list(self, args: ListArgs) -> ContainerStates:
+        """Every container, oldest first."""
+        records = self._reg.list()
+        if any(r.status in LIVE for r in records):
+            listing = self._sentry.call("Lifecycle.ListContainers", ListContainersArgs(), ContainerList)
+            known = {c.cid: c for c in listing.containers}
+            records = [self._record(known[r.id]) if r.id in known else r for r in records]
+        return ContainerStates(containers=[state_of(r) for r in records])
+
+    def kill(self, args: KillArgs) -> None:
+        """Send a signal to the init, or to every process of the container."""
+        self._require(args.id, "signal", *LIVE)
+        signal_args = SignalContainerArgs(cid=args.id, signo=args.signo, all=args.all)
+        self._sentry.call("Lifecycle.SignalContainer", signal_args)
+
+    def pause(self, args: IdArgs) -> ContainerState:
+        """Freeze a running container."""
+        self._require(args.id, "pause", "running")
+        status = self._sentry.call("Lifecycle.Pause", ContainerArgs(cid=args.id), ContainerStatus)
+        return state_of(self._record(status))
+
+    def resume(self, args: IdArgs) -> ContainerState:
+        """Thaw a paused container."""
+        self._require(args.id, "resume", "paused")
+        status = self._sentry.call("Lifecycle.Resume", ContainerArgs(cid=args.id), ContainerStatus)
+        return state_of(self._record(status))
+
+    def delete(self, args: DeleteArgs) -> None:
+        """Remove a stopped container; with force, kill it first, and an unknown id is fine."""
+        rec = self._reg.find(args.id)
+        if rec is None:
+            if args.force:
+                return
+            raise NotFound(f"container {args.id!r} does not exist")
+        rec = self._refresh(rec)
+        if rec.status != "stopped" and not args.force:
+            raise ConflictError(f"cannot delete container {args.id!r} in state {rec.status}")
+        # NotFound: the sentry never knew the container, or forgot it; nothing to undo there.
+        with contextlib.suppress(NotFound):
+            self._sentry.call("Lifecycle.DeleteContainer", DeleteContainerArgs(cid=args.id, force=args.force))
+        self._reg.remove(args.id)
+
+    def stats(self, args: IdArgs) -> StatsResult:
+        """cgroup counters of a live container."""
+        self._require(args.id, "read statistics of", *LIVE)
+        result: StatsResult = self._sentry.call("Lifecycle.Stats", ContainerArgs(cid=args.id), StatsResult)
+        return result
+
+    def on_container_event(self, body: dict[str, Any]) -> None:
+        """Record what the sentry published (an exit, above all)."""
+        status = wire.from_wire(ContainerStatus, body)
+        if self._reg.find(status.cid) is not None:
+            self._record(status)
+
+    def _require(self, cid: str, action: str, *allowed: str) -> ContainerRecord:
+        rec = self._refresh(self._reg.get(cid))
+        if rec.status not in allowed:
+            raise ConflictError(f"cannot {action} container {cid!r} in state {rec.status}")
+        return rec
+
+    def _refresh(self, rec: ContainerRecord) -> ContainerRecord:
+        """Ask the sentry about a container the registry thinks alive (an event may be missed)."""
+        if rec.status not in LIVE:
+            return rec
+        try:
+            status = self._sentry.call("Lifecycle.GetStatus", ContainerArgs(cid=rec.id), ContainerStatus)
+        except NotFound:
+            # The sentry has no such container: whatever ran is gone.
+            return self._reg.update(rec.id, status="stopped")
+        return self._record(status)
+
+    def _record(self, status: ContainerStatus) -> ContainerRecord:
+        changes: dict[str, Any] = {"status": status.status}
+        if status.exit_code is not None:
+            changes["exit_status"] = status.exit_code
+        return self._reg.update(status.cid, **changes)

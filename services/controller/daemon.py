@@ -1,0 +1,28 @@
+"""Set-up of the controller service: the registry, the way to the sentry, the Containers domain."""
+
+from __future__ import annotations
+
+from common.events import Subscriber
+from common.service import ServiceContext, Setup
+from services.controller.containers import Containers, SentryClient
+from services.controller.registry import Registry
+
+
+def make_setup(root: str) -> Setup:
+    """The controller's set-up for a registry under root."""
+
+    def setup(ctx: ServiceContext) -> None:
+        registry = Registry.open(root)
+        containers = Containers(registry, SentryClient(ctx.run_dir))
+        events = Subscriber(ctx.run_dir.events_endpoint, ["container."])
+
+        def on_event() -> None:
+            for _topic, env in events.drain():
+                containers.on_container_event(env["body"])
+
+        ctx.loop.add_socket(events.sock, on_event)
+        ctx.loop.add_cleanup(events.close)
+        ctx.loop.add_cleanup(registry.close)
+        ctx.registry.register(containers)
+
+    return setup

@@ -1,0 +1,249 @@
+"""The fork server (gVisor's "stub source"): the one process that creates and reaps container tasks.
+
+It is single-threaded and imports no ZMQ (whose I/O threads would make clone() unsafe), so it
+speaks the wire envelope over one SOCK_SEQPACKET connection to the platform, through the same
+Dispatcher every service uses. Beside replies it sends unsolicited exit events
+(``{"v": 1, "event": "exit", "body": TaskExit}``) on that connection. Each exit is first written
+durably to ``$RUN/exits/<pid>.json`` so that a platform that was not listening can collect it.
+
+Run as ``python -m services.platform.forkserver --socket-fd N --run-dir DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import cbor2
+
+from common import fdpass, wire
+from common import log as logconf
+from common.errors import ConflictError, NotFound
+from common.messages.platform import (
+    ContainerRef,
+    LaunchArgs,
+    LaunchResult,
+    PidsResult,
+    SignalArgs,
+    StatsResult,
+    TaskExit,
+)
+from common.rpc import Dispatcher, Registry
+from services.platform import stub as stubs
+from services.platform.cgroups import Cgroup
+
+log = logging.getLogger(__name__)
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit status, or 128 + the killing signal."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+@dataclass(slots=True)
+class Task:
+    """A container init this fork server created and has not yet reaped."""
+
+    #: Container id.
+    cid: str
+    #: Host pid.
+    pid: int
+    #: The stub waiting for release, until it is released.
+    stub: stubs.Stub | None
+    #: The container's cgroup.
+    cgroup: Cgroup
+
+
+class ForkServer:
+    """The ForkServer domain: create, release, signal and account container inits."""
+
+    domain = "ForkServer"
+
+    def __init__(self, run_dir: Path) -> None:
+        self._exits_dir = run_dir / "exits"
+        self._exits_dir.mkdir(mode=0o700, exist_ok=True)
+        self._tasks: dict[str, Task] = {}
+        self._cgroups: dict[str, Cgroup] = {}
+
+    def launch(self, args: LaunchArgs) -> LaunchResult:
+        """Create the init of a container; it waits, set up, for release()."""
+        if args.cid in self._cgroups:
+            raise ConflictError(f"container {args.cid!r} already has a task")
+        cgroup = Cgroup.create(args.spec.cgroups_path or args.cid, args.spec.resources)
+        try:
+            stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=cgroup.add)
+        except BaseException:
+            cgroup.destroy()
+            raise
+        self._cgroups[args.cid] = cgroup
+        self._tasks[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
+        return LaunchResult(pid=stub.pid)
+
+    def release(self, args: ContainerRef) -> None:
+        """Let a launched init exec its program."""
+        task = self._task(args.cid)
+        if task.stub is None:
+            raise ConflictError(f"container {args.cid!r} was already started")
+        stub, task.stub = task.stub, None
+        stubs.release(stub)
+
+    def signal(self, args: SignalArgs) -> None:
+        """Signal the init, or every process of the container with its cgroup frozen meanwhile."""
+        cgroup = self._cgroup(args.cid)
+        if not args.all:
+            os.kill(self._task(args.cid).pid, args.signo)
+            return
+        # Frozen, no process can fork a child that escapes the signal.
+        cgroup.freeze()
+        try:
+            for pid in cgroup.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, args.signo)
+        finally:
+            cgroup.thaw()
+
+    def freeze(self, args: ContainerRef) -> None:
+        """Freeze every process of the container."""
+        self._cgroup(args.cid).freeze()
+
+    def thaw(self, args: ContainerRef) -> None:
+        """Thaw every process of the container."""
+        self._cgroup(args.cid).thaw()
+
+    def pids(self, args: ContainerRef) -> PidsResult:
+        """Host pids of the container's processes."""
+        return PidsResult(pids=self._cgroup(args.cid).pids())
+
+    def stats(self, args: ContainerRef) -> StatsResult:
+        """The container's cgroup counters."""
+        s = self._cgroup(args.cid).stats()
+        return StatsResult(
+            cpu_usage_ns=s.cpu_usage_ns,
+            memory_usage=s.memory_usage,
+            memory_limit=s.memory_limit,
+            pids_current=s.pids_current,
+            pids_limit=s.pids_limit,
+        )
+
+    def destroy(self, args: ContainerRef) -> None:
+        """Kill whatever is left of the container and remove its cgroup."""
+        cgroup = self._cgroups.pop(args.cid, None)
+        task = self._tasks.pop(args.cid, None)
+        if task is not None and task.stub is not None:
+            task.stub.sync.close()
+        if cgroup is not None:
+            cgroup.destroy()
+
+    def _task(self, cid: str) -> Task:
+        task = self._tasks.get(cid)
+        if task is None:
+            raise NotFound(f"container {cid!r} has no running init")
+        return task
+
+    def _cgroup(self, cid: str) -> Cgroup:
+        cgroup = self._cgroups.get(cid)
+        if cgroup is None:
+            raise NotFound(f"container {cid!r} has no cgroup")
+        return cgroup
+
+    def reap(self) -> list[TaskExit]:
+        """Collect every child that exited; record each exit durably before reporting it."""
+        exits = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            cid = next((t.cid for t in self._tasks.values() if t.pid == pid), "")
+            task = self._tasks.get(cid)
+            if task is not None:
+                if task.stub is not None:
+                    task.stub.sync.close()
+                del self._tasks[cid]
+            event = TaskExit(cid=cid, pid=pid, init=task is not None, exit_code=exit_code(status))
+            self._record(event)
+            exits.append(event)
+        return exits
+
+    def _record(self, event: TaskExit) -> None:
+        path = self._exits_dir / f"{event.pid}.json"
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(wire.to_wire(event), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(self._exits_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def encode_event(event: str, body: object) -> bytes:
+    """An unsolicited event frame on the fork-server connection."""
+    return cbor2.dumps({"v": wire.WIRE_VERSION, "event": event, "body": wire.to_wire(body)})
+
+
+def serve(conn: socket.socket, run_dir: Path) -> None:
+    """Answer the platform on conn and report exits until the platform hangs up."""
+    server = ForkServer(run_dir)
+    registry = Registry()
+    registry.register(server)
+    dispatcher = Dispatcher(registry)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the platform's death, not a signal, ends us
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    while True:
+        for fd, _ in poller.poll(1000):
+            if fd == wake_r:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            frame, fds = fdpass.recv_frame(conn)
+            if not frame and not fds:
+                log.info("platform hung up; fork server exits")
+                return
+            reply, out_fds = dispatcher.handle(frame, fds)
+            fdpass.send_frame(conn, reply, out_fds)
+            fdpass.close_all(out_fds)
+        for event in server.reap():
+            fdpass.send_frame(conn, encode_event("exit", event))
+
+
+def main() -> None:
+    """Entry point of the fork-server process."""
+    parser = argparse.ArgumentParser(prog="forkserver")
+    parser.add_argument("--socket-fd", type=int, required=True)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--debug", action="store_true")
+    opts = parser.parse_args()
+    logconf.configure("forkserver", None, "text", opts.debug)
+    conn = socket.socket(fileno=opts.socket_fd)
+    try:
+        serve(conn, Path(opts.run_dir))
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()

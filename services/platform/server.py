@@ -1,0 +1,168 @@
+"""Set-up of the platform service: the fork server it runs, and the Platform domain.
+
+The Platform domain relays each call to the fork server (a child process, see forkserver.py)
+over one SOCK_SEQPACKET connection, and publishes the exits the fork server reports as
+``task.<cid>.exit`` events for the sentry.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
+
+from common import fdpass, wire
+from common.errors import MessageError, ServiceUnavailable, error_from_wire
+from common.events import Publisher
+from common.messages.platform import (
+    ContainerRef,
+    LaunchArgs,
+    LaunchResult,
+    PidsResult,
+    SignalArgs,
+    StatsResult,
+    TaskExit,
+)
+from common.service import ServiceContext
+
+log = logging.getLogger(__name__)
+
+
+class ForkServerConnection:
+    """The platform's end of the fork-server connection. Owns the socket and the child process."""
+
+    def __init__(self, run_dir: str, publisher: Publisher, debug: bool = False) -> None:
+        self.publisher = publisher
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [
+            sys.executable,
+            "-m",
+            "services.platform.forkserver",
+            "--socket-fd",
+            str(theirs.fileno()),
+            "--run-dir",
+            run_dir,
+        ]
+        if debug:
+            argv.append("--debug")
+        self.proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        theirs.close()
+        self.sock = ours
+        self._ids = 0
+        #: Called when the fork server is gone.
+        self.on_lost: Callable[[], None] = lambda: None
+
+    def call(self, method: str, args: Any, fds: list[int] | None = None) -> dict[str, Any]:
+        """One request to the fork server; exit events that arrive meanwhile are published.
+
+        The caller keeps ownership of fds. Returns the raw result map.
+        """
+        self._ids += 1
+        rid = self._ids
+        fdpass.send_frame(self.sock, wire.encode_request(rid, method, wire.to_wire(args)), fds)
+        while True:
+            env = self._recv()
+            if "event" in env:
+                self._publish(env)
+                continue
+            reply = wire.reply_from_envelope(env)
+            if reply.id != rid:
+                raise MessageError(f"fork server answered {reply.id!r}, expected {rid}")
+            if not reply.ok:
+                raise error_from_wire(reply.error)
+            return reply.result or {}
+
+    def on_readable(self, _fd: int) -> None:
+        """Publish the exit events the fork server sent while nobody was calling."""
+        try:
+            env = self._recv()
+        except ServiceUnavailable as e:
+            # Without its fork server the platform can do nothing: stop, and be restarted.
+            log.error("%s; platform stops", e)
+            self.on_lost()
+            return
+        if "event" not in env:
+            raise MessageError("fork server sent a reply nobody asked for")
+        self._publish(env)
+
+    def _recv(self) -> dict[str, Any]:
+        frame, fds = fdpass.recv_frame(self.sock)
+        fdpass.close_all(fds)
+        if not frame:
+            raise ServiceUnavailable(f"fork server (pid {self.proc.pid}) hung up")
+        env = cbor2.loads(frame)
+        if not isinstance(env, dict):
+            raise MessageError("fork server sent a non-map frame")
+        return env
+
+    def _publish(self, env: dict[str, Any]) -> None:
+        if env.get("event") == "exit":
+            event = wire.from_wire(TaskExit, env.get("body"))
+            log.info("task %d of container %r exited with %d", event.pid, event.cid, event.exit_code)
+            self.publisher.publish(f"task.{event.cid}.exit", "exit", event)
+
+    def close(self) -> None:
+        """Hang up (the fork server exits on EOF) and reap it."""
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Platform:
+    """The Platform domain: container tasks, through the fork server."""
+
+    domain = "Platform"
+
+    def __init__(self, forkserver: ForkServerConnection) -> None:
+        self._fs = forkserver
+
+    def launch(self, args: LaunchArgs) -> LaunchResult:
+        """Create a container's init, set up and waiting to exec."""
+        return wire.from_wire(LaunchResult, self._fs.call("ForkServer.Launch", args, fds=args.fds))
+
+    def release(self, args: ContainerRef) -> None:
+        """Let the init exec its program."""
+        self._fs.call("ForkServer.Release", args)
+
+    def signal(self, args: SignalArgs) -> None:
+        """Signal the init or every process of the container."""
+        self._fs.call("ForkServer.Signal", args)
+
+    def freeze(self, args: ContainerRef) -> None:
+        """Freeze the container's processes."""
+        self._fs.call("ForkServer.Freeze", args)
+
+    def thaw(self, args: ContainerRef) -> None:
+        """Thaw the container's processes."""
+        self._fs.call("ForkServer.Thaw", args)
+
+    def pids(self, args: ContainerRef) -> PidsResult:
+        """Host pids of the container's processes."""
+        return wire.from_wire(PidsResult, self._fs.call("ForkServer.Pids", args))
+
+    def stats(self, args: ContainerRef) -> StatsResult:
+        """The container's cgroup counters."""
+        return wire.from_wire(StatsResult, self._fs.call("ForkServer.Stats", args))
+
+    def destroy(self, args: ContainerRef) -> None:
+        """Kill what is left of the container and remove its cgroup."""
+        self._fs.call("ForkServer.Destroy", args)
+
+
+def setup(ctx: ServiceContext) -> None:
+    """Start the fork server and register the Platform domain."""
+    publisher = Publisher(ctx.run_dir.task_events_endpoint)
+    forkserver = ForkServerConnection(str(ctx.run_dir.path), publisher, ctx.debug)
+    forkserver.on_lost = ctx.loop.stop
+    ctx.loop.add_reader(forkserver.sock.fileno(), forkserver.on_readable)
+    ctx.loop.add_cleanup(forkserver.close)
+    ctx.loop.add_cleanup(publisher.close)
+    ctx.registry.register(Platform(forkserver))

@@ -1,0 +1,275 @@
+"""Stub processes: a container's init from clone to exec (parent side).
+
+This module owns the parent half of runc's init protocol for the fork server: launch clones
+the init into its namespaces, writes its id maps, lets the caller place it (cgroup) and waits
+until the child has built the container's filesystem and reports ready (runc's procReady);
+release tells it to run (procRun), after which the child sets credentials, capabilities and
+the seccomp filter and execs the program. The child half is stub_child.py.
+
+Only for single-threaded callers: launch forks (see clone.clone_process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from common.errors import ErrCode, InvalidArgument, ZerovisorError
+from common.messages.spec import ContainerSpec, ProcessSpec
+from services.platform.clone import CLONE_NEWNS, CLONE_NEWUSER, clone_process, namespace_flags
+from services.platform.filters import build_filter
+from services.platform.linux import CAPABILITIES, RLIMITS
+from services.platform.stub_child import CapSets, ChildPlan, child_main, recv_message, send_message
+
+log = logging.getLogger(__name__)
+
+#: Seconds launch waits for "ready" and release for the exec, before killing the child.
+SYNC_TIMEOUT = 30.0
+
+#: runc's default capabilities, kept when the spec sets none.
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+
+class StubError(ZerovisorError):
+    """The container's init failed before its program ran; str() is the child's own account.
+
+    A failed system call in the init (a mount, setuid, exec), not a bug of ours: hence
+    OS_ERROR, with the errno when the child sent one.
+    """
+
+    code = ErrCode.OS_ERROR
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        #: errno of the failed call, when there was one.
+        self.errno = errno
+
+
+class _SyncTimeout(StubError):
+    """The child did not answer in time."""
+
+
+@dataclass
+class Stub:
+    """A launched container init, waiting for release()."""
+
+    #: Host pid of the container's init (a child of the caller, who reaps it).
+    pid: int
+    #: Parent end of the sync socket pair; owned by the caller until release() or kill.
+    sync: socket.socket
+    #: Container id, for messages.
+    container_id: str = ""
+    #: False when the spec has no process: release refuses and leaves the child alone.
+    runnable: bool = True
+
+
+def launch(
+    spec: ContainerSpec,
+    container_id: str,
+    stdio: list[int],
+    before_setup: Callable[[int], None] | None = None,
+) -> Stub:
+    """Clone the container's init and wait until its filesystem is ready.
+
+    stdio[i] becomes the init's fd i; the caller keeps (and closes) its own copies.
+    before_setup(pid) runs in the parent once the child exists, before it does anything (the
+    fork server puts it into its cgroup there). Raises InvalidArgument for a spec this code
+    cannot run, StubError when the child fails or does not answer within SYNC_TIMEOUT; the
+    child is then killed and reaped. An exception from before_setup is re-raised as it is,
+    after the same cleanup. On success the caller owns the returned Stub: it must release()
+    it or kill it, and reap its pid.
+    """
+    plan = _plan(spec, container_id, stdio)
+    # Both ends close on exec: the child's end is how the parent sees that exec happened.
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        pid = clone_process(plan.clone_flags)
+    except OSError as e:
+        parent_end.close()
+        child_end.close()
+        raise StubError(f"container init: cloning into namespaces: {e}", e.errno) from e
+    if pid == 0:
+        child_main(child_end, parent_end, plan)
+    child_end.close()
+    stub = Stub(pid=pid, sync=parent_end, container_id=container_id, runnable=spec.process is not None)
+    try:
+        if plan.clone_flags & CLONE_NEWUSER:
+            _write_id_maps(pid, spec)
+        if before_setup is not None:
+            before_setup(pid)
+        _send(stub, "go")
+        _wait_for(stub, "ready", time.monotonic() + SYNC_TIMEOUT)
+    except BaseException:
+        kill(stub)
+        raise
+    log.debug("container %s: init %d ready", container_id, pid)
+    return stub
+
+
+def release(stub: Stub) -> None:
+    """Let the init run its program; return once it has exec'd.
+
+    Closes stub.sync. Raises StubError when the child reports a failure (e.g. "exec ls: ...",
+    after which it exits 127), is already gone, or does not exec within SYNC_TIMEOUT (it is
+    then killed). The caller reaps the child in every case. A child that dies on its own
+    while it runs the last steps also reads as a successful exec (EOF): its wait status
+    tells the rest.
+
+    A stub whose spec has no process is refused with StubError before anything is sent; the
+    child and stub.sync stay the caller's.
+    """
+    if not stub.runnable:
+        raise StubError("container has no process")
+    try:
+        _send(stub, "run")
+        _wait_for(stub, None, time.monotonic() + SYNC_TIMEOUT)
+    except _SyncTimeout:
+        _signal(stub.pid, signal.SIGKILL)
+        raise
+    finally:
+        stub.sync.close()
+    log.debug("container %s: init %d exec'd", stub.container_id, stub.pid)
+
+
+def kill(stub: Stub) -> None:
+    """SIGKILL the init, reap it and close stub.sync: undo a launch."""
+    _signal(stub.pid, signal.SIGKILL)
+    os.waitpid(stub.pid, 0)
+    stub.sync.close()
+
+
+def _signal(pid: int, signo: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already reaped by someone else
+        os.kill(pid, signo)
+
+
+def _send(stub: Stub, what: str) -> None:
+    try:
+        send_message(stub.sync, {"sync": what})
+    except OSError as e:
+        raise StubError(f"container init {stub.pid} exited before {what!r}: {e}", e.errno) from e
+
+
+def _wait_for(stub: Stub, what: str | None, deadline: float) -> None:
+    """Read sync messages until {"sync": what}, or EOF when what is None, logging the child's logs."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _SyncTimeout(f"container init {stub.pid} did not answer within {SYNC_TIMEOUT:g} s")
+        stub.sync.settimeout(remaining)
+        try:
+            message = recv_message(stub.sync)
+        except TimeoutError:
+            continue
+        except (OSError, ValueError) as e:
+            raise StubError(f"container init {stub.pid}: reading the sync socket: {e}") from e
+        if message is None:
+            if what is None:
+                return
+            raise StubError(f"container init {stub.pid} exited before it was {what}")
+        if "log" in message:
+            log.info("container %s init: %s", stub.container_id, message["log"])
+        elif "error" in message:
+            errno = message.get("errno")
+            raise StubError(str(message["error"]), errno if isinstance(errno, int) else None)
+        elif what is not None and message.get("sync") == what:
+            return
+        else:
+            raise StubError(f"container init {stub.pid}: unexpected sync message {message!r:.80}")
+
+
+def _write_id_maps(pid: int, spec: ContainerSpec) -> None:
+    """Write the child's uid_map and gid_map (each in one write, as the kernel requires)."""
+    try:
+        _write_proc(pid, "uid_map", "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in spec.uid_mappings))
+        if os.geteuid() != 0:
+            # Only a writer without CAP_SETGID must give up setgroups to write gid_map.
+            _write_proc(pid, "setgroups", "deny")
+        _write_proc(pid, "gid_map", "".join(f"{m.container_id} {m.host_id} {m.size}\n" for m in spec.gid_mappings))
+    except OSError as e:
+        raise StubError(f"container init: writing the id maps of {pid}: {e}", e.errno) from e
+
+
+def _write_proc(pid: int, name: str, text: str) -> None:
+    fd = os.open(f"/proc/{pid}/{name}", os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _plan(spec: ContainerSpec, container_id: str, stdio: list[int]) -> ChildPlan:
+    """Validate spec for this code and precompute all the child needs (nothing fails there)."""
+    try:
+        clone_flags = namespace_flags(spec.namespaces)
+    except ValueError as e:
+        raise InvalidArgument(str(e)) from None
+    if not clone_flags & CLONE_NEWNS:
+        raise InvalidArgument("a container needs a mount namespace")
+    if clone_flags & CLONE_NEWUSER and not (spec.uid_mappings and spec.gid_mappings):
+        raise InvalidArgument("a user namespace needs uid and gid mappings")
+    process = spec.process
+    rlimits: list[tuple[int, int, int]] = []
+    for limit in process.rlimits if process else []:
+        if limit.type not in RLIMITS:
+            raise InvalidArgument(f"unknown rlimit {limit.type!r}")
+        rlimits.append((RLIMITS[limit.type], limit.soft, limit.hard))
+    env: dict[str, str] = {}
+    for entry in process.env if process else []:
+        key, _, value = entry.partition("=")
+        env[key] = value
+    return ChildPlan(
+        spec=spec,
+        container_id=container_id,
+        stdio=list(stdio),
+        clone_flags=clone_flags,
+        rlimits=rlimits,
+        caps=_cap_sets(process),
+        env=env,
+        seccomp=build_filter(),
+    )
+
+
+def _mask(names: list[str] | tuple[str, ...]) -> int:
+    mask = 0
+    for name in names:
+        if name not in CAPABILITIES:
+            raise InvalidArgument(f"unknown capability {name!r}")
+        mask |= 1 << CAPABILITIES[name]
+    return mask
+
+
+def _cap_sets(process: ProcessSpec | None) -> CapSets:
+    caps = process.capabilities if process else None
+    if caps is None:
+        default = _mask(DEFAULT_CAPABILITIES)
+        return CapSets(bounding=default, effective=default, permitted=default, inheritable=0)
+    _mask(caps.ambient)
+    return CapSets(
+        bounding=_mask(caps.bounding),
+        effective=_mask(caps.effective),
+        permitted=_mask(caps.permitted),
+        inheritable=_mask(caps.inheritable),
+        ambient=[CAPABILITIES[name] for name in caps.ambient],
+    )

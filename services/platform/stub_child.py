@@ -1,0 +1,282 @@
+"""The container's init between clone and exec (child side of stub.launch).
+
+This module owns what runc's standard_init_linux.go does inside the new namespaces: the sync
+protocol with the parent (wait for "go", report "ready", wait for "run"), the fd layout, the
+filesystem setup (through mounts.py), and then credentials, capabilities, no_new_privs, the
+seccomp filter and exec. It only ever runs in a freshly cloned process that never returns to
+its caller's code: every path ends in exec or os._exit.
+
+The sync channel carries one JSON map per SOCK_SEQPACKET message: {"sync": "go" | "ready" |
+"run"}, {"log": text} for the parent to log, and {"error": text} for the failure that ends
+the child. The child's end is close-on-exec, so a successful exec reads as EOF.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import resource
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from common.messages.spec import ContainerSpec, ProcessSpec
+from services.platform import linux, mounts
+from services.platform.clone import CLONE_NEWCGROUP, CLONE_NEWUSER, CLONE_NEWUTS
+from services.platform.filters import load_filter
+from services.platform.linux import CAPABILITIES, prctl
+from services.platform.mounts import SetupError, doing
+
+#: Largest sync message either side reads.
+MAX_SYNC_MESSAGE = 1 << 16
+#: Exit status of a child whose exec failed (the shell's "command not found").
+EXEC_FAILED_STATUS = 127
+#: Signals Python ignores at start-up that a program expects at their defaults.
+_RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
+    """Send one sync message."""
+    sock.send(json.dumps(message).encode())
+
+
+def recv_message(sock: socket.socket) -> dict[str, Any] | None:
+    """Receive one sync message; None at EOF (the peer closed, died or exec'd)."""
+    try:
+        data = sock.recv(MAX_SYNC_MESSAGE)
+    except ConnectionResetError:
+        # A peer that dies with our message unread resets instead of closing.
+        return None
+    if not data:
+        return None
+    message = json.loads(data)
+    if not isinstance(message, dict):
+        raise ValueError(f"sync message is not a map: {data[:80]!r}")
+    return message
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapSets:
+    """Capability masks (bit n = capability n) to apply before exec."""
+
+    #: Bounding set: every capability outside it is dropped with PR_CAPBSET_DROP.
+    bounding: int
+    #: Effective set.
+    effective: int
+    #: Permitted set.
+    permitted: int
+    #: Inheritable set.
+    inheritable: int
+    #: Capabilities raised into the ambient set.
+    ambient: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChildPlan:
+    """Everything the child needs, computed and validated by the parent before clone."""
+
+    #: The container's spec.
+    spec: ContainerSpec
+    #: Container id, for messages.
+    container_id: str
+    #: Parent fds that become the child's 0, 1, 2, ... (the parent keeps and closes its own).
+    stdio: list[int]
+    #: The CLONE_NEW* flags the child was cloned with.
+    clone_flags: int
+    #: (RLIMIT_* number, soft, hard) to set.
+    rlimits: list[tuple[int, int, int]]
+    #: Capability masks to apply.
+    caps: CapSets
+    #: The environment for exec.
+    env: dict[str, str]
+    #: The compiled seccomp filter (filters.build_filter).
+    seccomp: bytes
+
+
+class _ExecError(Exception):
+    """exec failed: the message goes to the parent as it is and the child exits 127."""
+
+
+def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) -> NoReturn:
+    """Run the container's init in the cloned child; never returns.
+
+    Takes ownership of both socket ends: parent_end (the parent's copy) is closed at once,
+    sock becomes fd len(stdio) and closes on exec.
+    """
+    status = 1
+    try:
+        parent_end.close()
+        _reset_signal_handlers()
+        prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        # In a pid namespace getppid() is 0, so the parent's death shows only as EOF here.
+        _expect(sock, "go")
+        if plan.clone_flags & CLONE_NEWUSER:
+            with doing("becoming root in the user namespace"):
+                # Until now the child still has the host's ids, which the namespace may not
+                # map: files it created would fail with EOVERFLOW.
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+                prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
+        os.setsid()
+        sock = _arrange_fds(sock, plan.stdio)
+        _setup(plan, lambda text: send_message(sock, {"log": text}))
+        send_message(sock, {"sync": "ready"})
+        _expect(sock, "run")
+        assert plan.spec.process is not None  # the parent never sends "run" without one
+        status = EXEC_FAILED_STATUS
+        _finalize(plan, plan.spec.process)
+    except BaseException as e:  # noqa: BLE001 - everything is reported to the parent, then _exit
+        text = str(e) if isinstance(e, _ExecError) else f"container init: {str(e) or type(e).__name__}"
+        err = getattr(e, "errno", None) or getattr(e.__cause__, "errno", None)
+        with contextlib.suppress(OSError):  # a parent that is gone cannot be told
+            send_message(sock, {"error": text, "errno": err})
+    finally:
+        os._exit(status)
+
+
+def _expect(sock: socket.socket, what: str) -> None:
+    message = recv_message(sock)
+    if message is None:
+        os._exit(1)  # the parent died or gave up: nobody is left to tell
+    if message.get("sync") != what:
+        raise SetupError(f"waiting for {what!r}: got {message!r:.80}")
+
+
+def _reset_signal_handlers() -> None:
+    """Drop the caller's Python signal handling: its handlers and wakeup fd mean nothing here."""
+    signal.set_wakeup_fd(-1)
+    for signo in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(signo)):
+                signal.signal(signo, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue  # SIGKILL, SIGSTOP and the real-time signals Python reserves
+
+
+def _arrange_fds(sock: socket.socket, stdio: list[int]) -> socket.socket:
+    """stdio[i] becomes fd i, the sync socket fd len(stdio); every other fd is closed."""
+    count = len(stdio)
+    sync_fd = sock.detach()
+    # Move everything above the targets first, so that no dup2 overwrites a source.
+    base = max([*stdio, sync_fd, count]) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in stdio]
+    high_sync = fcntl.fcntl(sync_fd, fcntl.F_DUPFD_CLOEXEC, base)
+    for target, fd in enumerate(high):
+        os.dup2(fd, target, inheritable=True)
+    os.dup2(high_sync, count, inheritable=False)
+    linux.close_range(count + 1)
+    return socket.socket(fileno=count)
+
+
+def _setup(plan: ChildPlan, log: mounts.LogFn) -> None:
+    """The filesystem, hostname, sysctls and cwd, in runc's order."""
+    spec = plan.spec
+    rootfs = os.path.realpath(spec.rootfs)
+    mounts.prepare_root(rootfs)
+    for m in spec.mounts:
+        mounts.mount_entry(rootfs, m, bool(plan.clone_flags & CLONE_NEWCGROUP), log)
+    if mounts.needs_dev_setup(spec):
+        mounts.setup_dev(rootfs)
+    if spec.process is not None:
+        with doing(f"creating the working directory {spec.process.cwd}"):
+            os.makedirs(mounts.secure_join(rootfs, spec.process.cwd), 0o755, exist_ok=True)
+    mounts.enter_rootfs(rootfs)
+    if spec.hostname is not None:
+        if plan.clone_flags & CLONE_NEWUTS:
+            with doing(f"setting the hostname to {spec.hostname!r}"):
+                linux.sethostname(spec.hostname)
+        else:
+            log("no uts namespace: the hostname is left alone")
+    for key, value in spec.sysctl.items():
+        with doing(f"setting sysctl {key}"), open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(value)
+    mounts.readonly_paths(spec.readonly_paths)
+    mounts.mask_paths(spec.masked_paths)
+    if spec.rootfs_readonly:
+        mounts.readonly_root()
+    os.umask(0o022)
+    if spec.process is not None:
+        with doing(f"changing to the working directory {spec.process.cwd}"):
+            os.chdir(spec.process.cwd)
+
+
+def _finalize(plan: ChildPlan, process: ProcessSpec) -> NoReturn:
+    """After "run": limits, credentials, capabilities, no_new_privs, seccomp, exec."""
+    for number, soft, hard in plan.rlimits:
+        with doing(f"setting rlimit {number} to {soft}/{hard}"):
+            resource.setrlimit(number, (soft, hard))
+    if process.oom_score_adj is not None:
+        with doing("setting oom_score_adj"), open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(process.oom_score_adj))
+    caps = plan.caps
+    with doing("dropping capabilities from the bounding set"):
+        # Before setuid: PR_CAPBSET_DROP needs CAP_SETPCAP, which a non-root uid loses.
+        _drop_bounding(caps.bounding)
+    # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN (runc's rule): load it while
+    # the child still has it, unless the program keeps it anyway and it can go last.
+    early_seccomp = not process.no_new_privileges and not caps.effective >> CAPABILITIES["CAP_SYS_ADMIN"] & 1
+    if early_seccomp:
+        with doing("loading the seccomp filter"):
+            load_filter(plan.seccomp)
+    _set_user(process)
+    with doing("setting capabilities"):
+        linux.capset(caps.effective, caps.permitted, caps.inheritable)
+        prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+        for cap in caps.ambient:
+            prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
+    if process.no_new_privileges:
+        with doing("setting no_new_privs"):
+            prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    for signo in _RESTORED_SIGNALS:
+        signal.signal(signo, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    if not early_seccomp:
+        # Last, so that none of the init's own calls runs under the filter.
+        with doing("loading the seccomp filter"):
+            load_filter(plan.seccomp)
+    try:
+        os.execvpe(process.args[0], process.args, plan.env)
+    except OSError as e:
+        raise _ExecError(f"exec {process.args[0]}: {e}") from e
+
+
+def _drop_bounding(keep: int) -> None:
+    for cap in range(linux.CAP_LAST + 1):
+        if keep >> cap & 1:
+            continue
+        try:
+            if prctl(linux.PR_CAPBSET_READ, cap) == 1:
+                prctl(linux.PR_CAPBSET_DROP, cap)
+        except OSError as e:
+            if e.errno != errno.EINVAL:  # a capability this kernel does not have
+                raise
+
+
+def _set_user(process: ProcessSpec) -> None:
+    """setgroups, setgid, setuid, keeping the permitted capabilities across the uid change."""
+    with doing("keeping capabilities across setuid"):
+        prctl(linux.PR_SET_KEEPCAPS, 1)
+    with doing(f"setting supplementary groups {process.additional_gids}"):
+        if _setgroups_allowed():
+            os.setgroups(process.additional_gids)
+        elif process.additional_gids:
+            raise PermissionError("setgroups is denied in this user namespace")
+    with doing(f"setting gid {process.gid}"):
+        os.setresgid(process.gid, process.gid, process.gid)
+    with doing(f"setting uid {process.uid}"):
+        os.setresuid(process.uid, process.uid, process.uid)
+    with doing("restoring the parent-death signal"):
+        prctl(linux.PR_SET_KEEPCAPS, 0)
+        prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a credential change cleared it
+
+
+def _setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except FileNotFoundError:
+        return True

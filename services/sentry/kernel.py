@@ -1,0 +1,121 @@
+"""The sentry's kernel state: containers, their status machine, and the way to the platform.
+
+The status machine is gVisor's: created -> running <-> paused, and any of them -> stopped when
+the init exits. A transition the machine does not allow raises ConflictError naming the action
+and the status, as gVisor's requireStatus does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from common import fdpass, wire
+from common.client import FdClient
+from common.errors import ConflictError, NotFound, ServiceUnavailable
+from common.events import Publisher
+from common.messages.lifecycle import ContainerStatus
+from common.messages.platform import TaskExit
+from common.messages.spec import ContainerSpec
+from common.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
+
+#: How long a call to the platform may take; creating a container mounts and forks.
+PLATFORM_TIMEOUT = 60.0
+
+
+@dataclass(slots=True)
+class Container:
+    """One container as the sentry sees it."""
+
+    #: Container id.
+    cid: str
+    #: The spec it was created from.
+    spec: ContainerSpec
+    #: created, running, paused or stopped.
+    status: str
+    #: Host pid of the init.
+    pid: int
+    #: Exit code once stopped.
+    exit_code: int | None = None
+
+    def require(self, action: str, *allowed: str) -> None:
+        """Refuse action unless the container is in one of the allowed statuses."""
+        if self.status not in allowed:
+            raise ConflictError(f"cannot {action} container {self.cid!r} in state {self.status}")
+
+    def snapshot(self) -> ContainerStatus:
+        """The wire view of this container."""
+        return ContainerStatus(cid=self.cid, status=self.status, pid=self.pid, exit_code=self.exit_code)
+
+
+class PlatformClient:
+    """The sentry's connection to the platform's fd channel; reconnects once after a failure."""
+
+    def __init__(self, run_dir: RunDir) -> None:
+        self._path = run_dir.socket_path("platform")
+        self._client: FdClient | None = None
+
+    def call(self, method: str, args: Any, result_type: type[R], fds: list[int] | None = None) -> R:
+        """Call method; the caller keeps ownership of fds."""
+        result, out = self._connection().call(method, args, result_type, fds)
+        fdpass.close_all(out)  # the platform returns no files; never leak one that came anyway
+        return cast(R, result)
+
+    def call_none(self, method: str, args: Any) -> None:
+        """Call a method with an empty result."""
+        self._connection().call(method, args)
+
+    def _connection(self) -> FdClient:
+        if self._client is None:
+            self._client = FdClient(self._path, timeout=PLATFORM_TIMEOUT)
+        return self._client
+
+    def reset(self) -> None:
+        """Drop the connection (after the platform went away)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class Kernel:
+    """Every container of this sentry, by id."""
+
+    def __init__(self, run_dir: RunDir, publisher: Publisher) -> None:
+        self.run_dir = run_dir
+        self.publisher = publisher
+        self.platform = PlatformClient(run_dir)
+        self.containers: dict[str, Container] = {}
+
+    def get(self, cid: str) -> Container:
+        """The container named cid."""
+        ctr = self.containers.get(cid)
+        if ctr is None:
+            raise NotFound(f"container {cid!r} does not exist")
+        return ctr
+
+    def publish(self, ctr: Container, event: str) -> None:
+        """Publish container.<cid>.<event> with the container's status."""
+        self.publisher.publish(f"container.{ctr.cid}.{event}", event, ctr.snapshot())
+
+    def on_task_exit(self, body: dict[str, Any]) -> None:
+        """A task exited (platform event): an init's exit stops its container."""
+        event = wire.from_wire(TaskExit, body)
+        ctr = self.containers.get(event.cid)
+        if ctr is None or not event.init or ctr.pid != event.pid:
+            return
+        ctr.status = STOPPED
+        ctr.exit_code = event.exit_code
+        log.info("container %r stopped with exit code %d", ctr.cid, event.exit_code)
+        self.publish(ctr, "exit")
+
+    def platform_failed(self, exc: ServiceUnavailable) -> None:
+        """Forget a broken platform connection so that the next call reconnects."""
+        log.warning("platform call failed: %s", exc)
+        self.platform.reset()

@@ -1,0 +1,29 @@
+"""Set-up of the sentry service: its kernel state, its event publisher, and its domains."""
+
+from __future__ import annotations
+
+import logging
+
+from common.events import Publisher, Subscriber
+from common.service import ServiceContext
+from services.sentry.control.lifecycle import Lifecycle
+from services.sentry.kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+
+def setup(ctx: ServiceContext) -> None:
+    """Publish container events, follow the platform's task exits, register Lifecycle."""
+    publisher = Publisher(ctx.run_dir.events_endpoint)
+    kernel = Kernel(ctx.run_dir, publisher)
+    tasks = Subscriber(ctx.run_dir.task_events_endpoint, ["task."])
+
+    def on_task_event() -> None:
+        for topic, env in tasks.drain():
+            if topic.endswith(".exit"):
+                kernel.on_task_exit(env["body"])
+
+    ctx.loop.add_socket(tasks.sock, on_task_event)
+    ctx.loop.add_cleanup(tasks.close)
+    ctx.loop.add_cleanup(publisher.close)
+    ctx.registry.register(Lifecycle(kernel))
