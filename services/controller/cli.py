@@ -20,8 +20,22 @@ log = logging.getLogger("controller")
 
 #: Every command, by module name under services/controller/commands/.
 COMMANDS: tuple[str, ...] = (
-    "create", "delete", "down", "events", "kill", "list", "pause", "resume", "run", "serve", "spec", "start",
-    "state", "status", "up", "wait",
+    "create",
+    "delete",
+    "down",
+    "events",
+    "kill",
+    "list",
+    "pause",
+    "resume",
+    "run",
+    "serve",
+    "spec",
+    "start",
+    "state",
+    "status",
+    "up",
+    "wait",
 )
 
 #: Exit code for an error the services reported or a service that could not be reached.

@@ -52,9 +52,7 @@ class SentryClient:
         self._path = run_dir.socket_path("sentry")
         self._client: FdClient | None = None
 
-    def call(
-        self, method: str, args: Any, result_type: type[Any] | None = None, fds: list[int] | None = None
-    ) -> Any:
+    def call(self, method: str, args: Any, result_type: type[Any] | None = None, fds: list[int] | None = None) -> Any:
         """Call method on the sentry; the caller keeps ownership of fds."""
         if self._client is None:
             self._client = FdClient(self._path, timeout=SENTRY_TIMEOUT)
@@ -176,12 +174,6 @@ class Containers:
         result: StatsResult = self._sentry.call("Lifecycle.Stats", ContainerArgs(cid=args.id), StatsResult)
         return result
 
-    def on_container_event(self, body: dict[str, Any]) -> None:
-        """Record what the sentry published (an exit, above all)."""
-        status = wire.from_wire(ContainerStatus, body)
-        if self._reg.find(status.cid) is not None:
-            self._record(status)
-
     def _require(self, cid: str, action: str, *allowed: str) -> ContainerRecord:
         rec = self._refresh(self._reg.get(cid))
         if rec.status not in allowed:
@@ -200,7 +192,19 @@ class Containers:
         return self._record(status)
 
     def _record(self, status: ContainerStatus) -> ContainerRecord:
-        changes: dict[str, Any] = {"status": status.status}
-        if status.exit_code is not None:
-            changes["exit_status"] = status.exit_code
-        return self._reg.update(status.cid, **changes)
+        return record_status(self._reg, status)
+
+
+def record_status(registry: Registry, status: ContainerStatus) -> ContainerRecord:
+    """Write what the sentry says of a container into the registry."""
+    changes: dict[str, Any] = {"status": status.status}
+    if status.exit_code is not None:
+        changes["exit_status"] = status.exit_code
+    return registry.update(status.cid, **changes)
+
+
+def record_event(registry: Registry, body: dict[str, Any]) -> None:
+    """Record a container event the sentry published (an exit, above all)."""
+    status = wire.from_wire(ContainerStatus, body)
+    if registry.find(status.cid) is not None:
+        record_status(registry, status)

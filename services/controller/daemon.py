@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from common.events import Subscriber
 from common.service import ServiceContext, Setup
-from services.controller.containers import Containers, SentryClient
+from services.controller.containers import Containers, SentryClient, record_event
 from services.controller.registry import Registry
 
 
@@ -18,7 +18,7 @@ def make_setup(root: str) -> Setup:
 
         def on_event() -> None:
             for _topic, env in events.drain():
-                containers.on_container_event(env["body"])
+                record_event(registry, env["body"])
 
         ctx.loop.add_socket(events.sock, on_event)
         ctx.loop.add_cleanup(events.close)

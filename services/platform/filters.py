@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -102,8 +103,9 @@ def _native(name: str) -> int:
     return number if number >= 0 else -1
 
 
+@functools.lru_cache(maxsize=8)
 def build_filter(policy: FilterPolicy = DEFAULT_POLICY) -> bytes:
-    """Compile policy to classic BPF (a sock_filter array) for load_filter."""
+    """Compile policy to classic BPF (a sock_filter array) for load_filter; cached per policy."""
     filt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     # seccomp_init includes only the native arch; adding none keeps it so (see KERNEL-FACTS).
     filt.set_attr(pyseccomp.Attr.ACT_BADARCH, policy.bad_arch_action)

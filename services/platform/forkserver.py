@@ -70,9 +70,9 @@ class ForkServer:
     domain = "ForkServer"
 
     def __init__(self, run_dir: Path) -> None:
-        self._exits_dir = run_dir / "exits"
-        self._exits_dir.mkdir(mode=0o700, exist_ok=True)
-        self._tasks: dict[str, Task] = {}
+        self.exits_dir = run_dir / "exits"
+        self.exits_dir.mkdir(mode=0o700, exist_ok=True)
+        self.tasks: dict[str, Task] = {}
         self._cgroups: dict[str, Cgroup] = {}
 
     def launch(self, args: LaunchArgs) -> LaunchResult:
@@ -86,7 +86,7 @@ class ForkServer:
             cgroup.destroy()
             raise
         self._cgroups[args.cid] = cgroup
-        self._tasks[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
+        self.tasks[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
         return LaunchResult(pid=stub.pid)
 
     def release(self, args: ContainerRef) -> None:
@@ -138,14 +138,14 @@ class ForkServer:
     def destroy(self, args: ContainerRef) -> None:
         """Kill whatever is left of the container and remove its cgroup."""
         cgroup = self._cgroups.pop(args.cid, None)
-        task = self._tasks.pop(args.cid, None)
+        task = self.tasks.pop(args.cid, None)
         if task is not None and task.stub is not None:
             task.stub.sync.close()
         if cgroup is not None:
             cgroup.destroy()
 
     def _task(self, cid: str) -> Task:
-        task = self._tasks.get(cid)
+        task = self.tasks.get(cid)
         if task is None:
             raise NotFound(f"container {cid!r} has no running init")
         return task
@@ -156,40 +156,43 @@ class ForkServer:
             raise NotFound(f"container {cid!r} has no cgroup")
         return cgroup
 
-    def reap(self) -> list[TaskExit]:
-        """Collect every child that exited; record each exit durably before reporting it."""
-        exits = []
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            cid = next((t.cid for t in self._tasks.values() if t.pid == pid), "")
-            task = self._tasks.get(cid)
-            if task is not None:
-                if task.stub is not None:
-                    task.stub.sync.close()
-                del self._tasks[cid]
-            event = TaskExit(cid=cid, pid=pid, init=task is not None, exit_code=exit_code(status))
-            self._record(event)
-            exits.append(event)
-        return exits
 
-    def _record(self, event: TaskExit) -> None:
-        path = self._exits_dir / f"{event.pid}.json"
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(wire.to_wire(event), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(self._exits_dir, os.O_RDONLY | os.O_DIRECTORY)
+def reap(server: ForkServer) -> list[TaskExit]:
+    """Collect every child that exited; record each exit durably before reporting it."""
+    exits = []
+    while True:
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        cid = next((t.cid for t in server.tasks.values() if t.pid == pid), "")
+        task = server.tasks.get(cid)
+        if task is not None:
+            if task.stub is not None:
+                task.stub.sync.close()
+            del server.tasks[cid]
+        event = TaskExit(cid=cid, pid=pid, init=task is not None, exit_code=exit_code(status))
+        record_exit(server.exits_dir, event)
+        exits.append(event)
+    return exits
+
+
+def record_exit(exits_dir: Path, event: TaskExit) -> None:
+    """Write event to exits_dir/<pid>.json and make it durable before anyone hears of it."""
+    path = exits_dir / f"{event.pid}.json"
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(wire.to_wire(event), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(exits_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def encode_event(event: str, body: object) -> bytes:
@@ -226,7 +229,7 @@ def serve(conn: socket.socket, run_dir: Path) -> None:
             reply, out_fds = dispatcher.handle(frame, fds)
             fdpass.send_frame(conn, reply, out_fds)
             fdpass.close_all(out_fds)
-        for event in server.reap():
+        for event in reap(server):
             fdpass.send_frame(conn, encode_event("exit", event))
 
 

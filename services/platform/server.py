@@ -91,7 +91,10 @@ class ForkServerConnection:
         self._publish(env)
 
     def _recv(self) -> dict[str, Any]:
-        frame, fds = fdpass.recv_frame(self.sock)
+        try:
+            frame, fds = fdpass.recv_frame(self.sock)
+        except OSError as e:
+            raise ServiceUnavailable(f"fork server (pid {self.proc.pid}): {e}") from None
         fdpass.close_all(fds)
         if not frame:
             raise ServiceUnavailable(f"fork server (pid {self.proc.pid}) hung up")

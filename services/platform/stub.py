@@ -22,7 +22,15 @@ from dataclasses import dataclass
 
 from common.errors import ErrCode, InvalidArgument, ZerovisorError
 from common.messages.spec import ContainerSpec, ProcessSpec
-from services.platform.clone import CLONE_NEWNS, CLONE_NEWUSER, clone_process, namespace_flags
+from services.platform.clone import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    clone_process,
+    namespace_flags,
+)
 from services.platform.filters import build_filter
 from services.platform.linux import CAPABILITIES, RLIMITS
 from services.platform.stub_child import CapSets, ChildPlan, child_main, recv_message, send_message
@@ -68,6 +76,10 @@ class StubError(ZerovisorError):
 
 class _SyncTimeout(StubError):
     """The child did not answer in time."""
+
+
+class _ChildGone(StubError):
+    """The child closed its end (it died, or exec'd) before the expected message."""
 
 
 @dataclass
@@ -120,6 +132,9 @@ def launch(
             before_setup(pid)
         _send(stub, "go")
         _wait_for(stub, "ready", time.monotonic() + SYNC_TIMEOUT)
+    except _ChildGone as e:
+        status = kill(stub)
+        raise StubError(f"{e} ({_describe(status)})", e.errno) from e
     except BaseException:
         kill(stub)
         raise
@@ -152,11 +167,25 @@ def release(stub: Stub) -> None:
     log.debug("container %s: init %d exec'd", stub.container_id, stub.pid)
 
 
-def kill(stub: Stub) -> None:
-    """SIGKILL the init, reap it and close stub.sync: undo a launch."""
+def kill(stub: Stub) -> int | None:
+    """SIGKILL the init, reap it and close stub.sync: undo a launch.
+
+    Returns the wait status, or None when someone else reaped the child first.
+    """
     _signal(stub.pid, signal.SIGKILL)
-    os.waitpid(stub.pid, 0)
     stub.sync.close()
+    try:
+        return os.waitpid(stub.pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
+def _describe(status: int | None) -> str:
+    if status is None:
+        return "reaped elsewhere"
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _signal(pid: int, signo: int) -> None:
@@ -168,7 +197,7 @@ def _send(stub: Stub, what: str) -> None:
     try:
         send_message(stub.sync, {"sync": what})
     except OSError as e:
-        raise StubError(f"container init {stub.pid} exited before {what!r}: {e}", e.errno) from e
+        raise _ChildGone(f"container init {stub.pid} exited before {what!r}: {e}", e.errno) from e
 
 
 def _wait_for(stub: Stub, what: str | None, deadline: float) -> None:
@@ -187,7 +216,7 @@ def _wait_for(stub: Stub, what: str | None, deadline: float) -> None:
         if message is None:
             if what is None:
                 return
-            raise StubError(f"container init {stub.pid} exited before it was {what}")
+            raise _ChildGone(f"container init {stub.pid} exited before it was {what}")
         if "log" in message:
             log.info("container %s init: %s", stub.container_id, message["log"])
         elif "error" in message:
@@ -229,6 +258,8 @@ def _plan(spec: ContainerSpec, container_id: str, stdio: list[int]) -> ChildPlan
         raise InvalidArgument("a container needs a mount namespace")
     if clone_flags & CLONE_NEWUSER and not (spec.uid_mappings and spec.gid_mappings):
         raise InvalidArgument("a user namespace needs uid and gid mappings")
+    for key in spec.sysctl:
+        _check_sysctl(key, clone_flags)
     process = spec.process
     rlimits: list[tuple[int, int, int]] = []
     for limit in process.rlimits if process else []:
@@ -249,6 +280,27 @@ def _plan(spec: ContainerSpec, container_id: str, stdio: list[int]) -> ChildPlan
         env=env,
         seccomp=build_filter(),
     )
+
+
+#: sysctls of the IPC namespace (runc's validator list).
+_IPC_SYSCTLS = frozenset(
+    {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax"}
+    | {"kernel.shmmni", "kernel.shm_rmid_forced"}
+)
+
+
+def _check_sysctl(key: str, clone_flags: int) -> None:
+    """Refuse a sysctl that the container's namespaces do not make private (it would be the host's)."""
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        needed, name = CLONE_NEWIPC, "ipc"
+    elif key.startswith("net."):
+        needed, name = CLONE_NEWNET, "network"
+    elif key in ("kernel.hostname", "kernel.domainname"):
+        needed, name = CLONE_NEWUTS, "uts"
+    else:
+        raise InvalidArgument(f"sysctl {key!r} is not namespaced: it would change the host")
+    if not clone_flags & needed:
+        raise InvalidArgument(f"sysctl {key!r} needs its own {name} namespace")
 
 
 def _mask(names: list[str] | tuple[str, ...]) -> int:

@@ -241,7 +241,8 @@ def _finalize(plan: ChildPlan, process: ProcessSpec) -> NoReturn:
     try:
         os.execvpe(process.args[0], process.args, plan.env)
     except OSError as e:
-        raise _ExecError(f"exec {process.args[0]}: {e}") from e
+        # Without the filename OSError adds: it is argv0 again, or a PATH entry it last tried.
+        raise _ExecError(f"exec {process.args[0]}: [Errno {e.errno}] {e.strerror}") from e
 
 
 def _drop_bounding(keep: int) -> None:

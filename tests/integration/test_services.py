@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from common.zmqclient import RpcClient
 from common.errors import ServiceUnavailable
 from common.messages.system import PingResult, StatusResult
 from common.methods import SYSTEM_PING, SYSTEM_STATUS
 from common.rundir import SERVICES, RunDir
+from common.zmqclient import RpcClient
 from tests.conftest import REPO, ServiceProcess, service_argv
 
 pytestmark = pytest.mark.integration

@@ -19,5 +19,6 @@ def cli(obj: CliContext, run_dir: str | None, log_file: str | None, log_format: 
     from services.controller.daemon import make_setup
 
     ctx = obj.with_run_dir(run_dir)
-    run_service("controller", make_setup(ctx.root), ctx.run_dir, log_file, log_format or ctx.log_format,
-                debug or ctx.debug)
+    run_service(
+        "controller", make_setup(ctx.root), ctx.run_dir, log_file, log_format or ctx.log_format, debug or ctx.debug
+    )

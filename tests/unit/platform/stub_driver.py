@@ -1,0 +1,88 @@
+"""A single-threaded driver for stub tests: `python -m tests.unit.platform.stub_driver SPEC OUT [MODE]`.
+
+pytest workers run threads, and clone in a threaded process is unsafe, so every test that
+launches a stub runs this in a subprocess. It decodes SPEC (a ContainerSpec as wire JSON),
+launches and releases the container with its stdout and stderr on the file OUT, reaps it,
+and prints one JSON line: the wait status, or the stage and message of a StubError, and
+whether any child was left behind. An inheritable fd is left open on purpose so that tests
+can check it does not reach the container.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from common.messages.spec import ContainerSpec
+from common.wire import from_wire
+from services.platform import stub as stub_module
+from services.platform.stub import StubError, kill, launch, release
+
+
+def _children_left() -> bool:
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return False
+    del pid  # 0 (still running) or a reaped pid: either way a child was left
+    return True
+
+
+class _Refused(Exception):
+    """Raised by the failing before_setup callback."""
+
+
+def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
+    """Launch, release and reap one container; the result map the driver prints.
+
+    mode "before-setup" records the pid before_setup sees; "before-setup-fails" makes it raise;
+    "stop-child" stops the child there (SIGSTOP) and shortens the sync timeout to 0.5 s;
+    "kill-child" kills it there.
+    """
+    # Closed by the driver's exit; the container gets its own copies as 0, 1 and 2.
+    out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    leaked = os.open("/dev/null", os.O_RDONLY)  # inheritable, and must not leak anyway
+    result: dict[str, Any] = {"leaked_fd": leaked}
+
+    def before_setup(pid: int) -> None:
+        with open(f"/proc/{pid}/status") as f:
+            result["before_setup"] = {"pid": pid, "alive": "State:" in f.read()}
+        if mode == "before-setup-fails":
+            raise _Refused("no cgroup for you")
+        if mode == "stop-child":
+            stub_module.SYNC_TIMEOUT = 0.5
+            os.kill(pid, signal.SIGSTOP)
+        if mode == "kill-child":
+            os.kill(pid, signal.SIGKILL)
+
+    try:
+        stub = launch(spec, "test", [devnull, out, out], before_setup if mode else None)
+    except (StubError, _Refused) as e:
+        return {**result, "stage": "launch", "error": str(e), "children_left": _children_left()}
+    result["pid"] = stub.pid
+    try:
+        release(stub)
+    except StubError as e:
+        result.update(stage="release", error=str(e))
+        if not stub.runnable:
+            kill(stub)  # release left the child alone, as documented: undo the launch here
+            return {**result, "children_left": _children_left()}
+    _, status = os.waitpid(stub.pid, 0)
+    result.update(status=status, exit_code=os.waitstatus_to_exitcode(status), children_left=_children_left())
+    return result
+
+
+def main(argv: list[str]) -> None:
+    """Entry point: argv is [SPEC_JSON, OUT_PATH] or [SPEC_JSON, OUT_PATH, MODE]."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    spec = from_wire(ContainerSpec, json.loads(argv[0]))
+    print(json.dumps(run(spec, argv[1], argv[2] if len(argv) > 2 else "")), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
