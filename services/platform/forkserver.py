@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -73,19 +74,21 @@ class ForkServer:
         self.exits_dir = run_dir / "exits"
         self.exits_dir.mkdir(mode=0o700, exist_ok=True)
         self.tasks: dict[str, Task] = {}
-        self._cgroups: dict[str, Cgroup] = {}
+        # Two run directories may hold containers with the same id; their cgroups must differ.
+        self.instance = hashlib.sha256(os.fsencode(run_dir.resolve())).hexdigest()[:12]
+        self.cgroups: dict[str, Cgroup] = {}
 
     def launch(self, args: LaunchArgs) -> LaunchResult:
         """Create the init of a container; it waits, set up, for release()."""
-        if args.cid in self._cgroups:
+        if args.cid in self.cgroups:
             raise ConflictError(f"container {args.cid!r} already has a task")
-        cgroup = Cgroup.create(args.spec.cgroups_path or args.cid, args.spec.resources)
+        cgroup = Cgroup.create(args.spec.cgroups_path or f"{self.instance}/{args.cid}", args.spec.resources)
         try:
             stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=cgroup.add)
         except BaseException:
             cgroup.destroy()
             raise
-        self._cgroups[args.cid] = cgroup
+        self.cgroups[args.cid] = cgroup
         self.tasks[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
         return LaunchResult(pid=stub.pid)
 
@@ -137,7 +140,7 @@ class ForkServer:
 
     def destroy(self, args: ContainerRef) -> None:
         """Kill whatever is left of the container and remove its cgroup."""
-        cgroup = self._cgroups.pop(args.cid, None)
+        cgroup = self.cgroups.pop(args.cid, None)
         task = self.tasks.pop(args.cid, None)
         if task is not None and task.stub is not None:
             task.stub.sync.close()
@@ -151,7 +154,7 @@ class ForkServer:
         return task
 
     def _cgroup(self, cid: str) -> Cgroup:
-        cgroup = self._cgroups.get(cid)
+        cgroup = self.cgroups.get(cid)
         if cgroup is None:
             raise NotFound(f"container {cid!r} has no cgroup")
         return cgroup
@@ -195,6 +198,19 @@ def record_exit(exits_dir: Path, event: TaskExit) -> None:
         os.close(dir_fd)
 
 
+def shutdown(server: ForkServer) -> None:
+    """Kill every container of this fork server and remove its cgroups.
+
+    The inits would die with us anyway (parent-death signal), but a frozen one would linger
+    until thawed, and the cgroups would stay behind.
+    """
+    for cid in list(server.cgroups):
+        try:
+            server.destroy(ContainerRef(cid=cid))
+        except OSError as e:
+            log.warning("removing the cgroup of %r: %s", cid, e)
+
+
 def encode_event(event: str, body: object) -> bytes:
     """An unsolicited event frame on the fork-server connection."""
     return cbor2.dumps({"v": wire.WIRE_VERSION, "event": event, "body": wire.to_wire(body)})
@@ -225,6 +241,7 @@ def serve(conn: socket.socket, run_dir: Path) -> None:
             frame, fds = fdpass.recv_frame(conn)
             if not frame and not fds:
                 log.info("platform hung up; fork server exits")
+                shutdown(server)
                 return
             reply, out_fds = dispatcher.handle(frame, fds)
             fdpass.send_frame(conn, reply, out_fds)

@@ -21,6 +21,7 @@ import os
 import resource
 import signal
 import socket
+import termios
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -123,6 +124,10 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
                 prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
         os.setsid()
         sock = _arrange_fds(sock, plan.stdio)
+        if plan.spec.process is not None and plan.spec.process.terminal:
+            with doing("making stdin the controlling terminal"):
+                # The caller passes a pty's slave as stdio; a new session leader claims it.
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         _setup(plan, lambda text: send_message(sock, {"log": text}))
         send_message(sock, {"sync": "ready"})
         _expect(sock, "run")

@@ -40,8 +40,9 @@ def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
     """Launch, release and reap one container; the result map the driver prints.
 
     mode "before-setup" records the pid before_setup sees; "before-setup-fails" makes it raise;
-    "stop-child" stops the child there (SIGSTOP) and shortens the sync timeout to 0.5 s;
-    "kill-child" kills it there.
+    "before-setup-stop-child" stops the child there (SIGSTOP) and shortens the sync timeout
+    to 0.5 s; "before-setup-kill-child" kills it there. Mode "terminal" passes a pty's slave
+    as stdin.
     """
     # Closed by the driver's exit; the container gets its own copies as 0, 1 and 2.
     out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -52,16 +53,19 @@ def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
     def before_setup(pid: int) -> None:
         with open(f"/proc/{pid}/status") as f:
             result["before_setup"] = {"pid": pid, "alive": "State:" in f.read()}
-        if mode == "before-setup-fails":
+        if mode.endswith("-fails"):
             raise _Refused("no cgroup for you")
-        if mode == "stop-child":
+        if mode.endswith("stop-child"):
             stub_module.SYNC_TIMEOUT = 0.5
             os.kill(pid, signal.SIGSTOP)
-        if mode == "kill-child":
+        if mode.endswith("kill-child"):
             os.kill(pid, signal.SIGKILL)
 
+    stdin = devnull
+    if mode == "terminal":
+        _master, stdin = os.openpty()  # both closed by the driver's exit
     try:
-        stub = launch(spec, "test", [devnull, out, out], before_setup if mode else None)
+        stub = launch(spec, "test", [stdin, out, out], before_setup if mode.startswith("before") else None)
     except (StubError, _Refused) as e:
         return {**result, "stage": "launch", "error": str(e), "children_left": _children_left()}
     result["pid"] = stub.pid

@@ -189,6 +189,13 @@ def test_stdio_is_the_given_fds(tmp_path: Path, rootfs: Path) -> None:
     assert run.lines == ["out", "err", "/dev/null"]
 
 
+def test_terminal_becomes_the_controlling_tty(tmp_path: Path, rootfs: Path) -> None:
+    spec = with_process(base_spec(rootfs, sh("test -t 0 && echo tty; cut -d' ' -f7 /proc/self/stat")), terminal=True)
+    run = ok(run_container(tmp_path, spec, mode="terminal"))
+    assert run.lines[0] == "tty"
+    assert int(run.lines[1]) != 0  # tty_nr: the init's session has a controlling terminal
+
+
 def test_default_devices_and_links(tmp_path: Path, rootfs: Path) -> None:
     script = "for d in null zero full random urandom tty; do test -c /dev/$d || echo missing $d; done;"
     script += "for l in ptmx fd stdin; do readlink /dev/$l; done; echo x > /dev/null && head -c 3 /dev/zero | wc -c"
@@ -428,14 +435,14 @@ def test_before_setup_failure_kills_the_child(tmp_path: Path, rootfs: Path) -> N
 
 
 def test_child_that_does_not_answer_is_killed(tmp_path: Path, rootfs: Path) -> None:
-    run = run_container(tmp_path, base_spec(rootfs, ["true"]), mode="stop-child")
+    run = run_container(tmp_path, base_spec(rootfs, ["true"]), mode="before-setup-stop-child")
     assert run.result["stage"] == "launch"
     assert run.result["error"] == f"container init {run.result['before_setup']['pid']} did not answer within 0.5 s"
     assert run.result["children_left"] is False
 
 
 def test_child_that_dies_before_ready(tmp_path: Path, rootfs: Path) -> None:
-    run = run_container(tmp_path, base_spec(rootfs, ["true"]), mode="kill-child")
+    run = run_container(tmp_path, base_spec(rootfs, ["true"]), mode="before-setup-kill-child")
     assert run.result["stage"] == "launch"
     assert run.result["error"].startswith(f"container init {run.result['before_setup']['pid']} exited before")
     assert run.result["error"].endswith("(killed by SIGKILL)")
