@@ -58,49 +58,19 @@ def make_rootfs(path: Path) -> Path:
 
 
 def make_bundle(path: Path, args: list[str], **overrides: object) -> Path:
-    """A bundle at path: a busybox rootfs and a config.json running args; overrides are merged
-    into the config's top level (shallowly) so that tests state only what they change."""
+    """A bundle at path: a busybox rootfs and `runc spec`'s default config running args.
+
+    The process gets no terminal and the root stays writable (tests look at what programs
+    wrote); overrides are merged into the config's top level (shallowly) so that tests state
+    only what they change.
+    """
+    from services.controller.oci import default_config
+
     make_rootfs(path / "rootfs")
-    config: dict[str, object] = {
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": args,
-            "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
-            "cwd": "/",
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs", "readonly": False},
-        "hostname": "zerovisor-test",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {
-                "destination": "/dev",
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-            },
-            {
-                "destination": "/dev/pts",
-                "type": "devpts",
-                "source": "devpts",
-                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-            },
-            {
-                "destination": "/dev/shm",
-                "type": "tmpfs",
-                "source": "shm",
-                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-            },
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
-        "linux": {
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-            "maskedPaths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
-            "readonlyPaths": ["/proc/sys", "/proc/sysrq-trigger"],
-        },
-    }
+    config = default_config()
+    config["process"].update(terminal=False, args=args)
+    config["root"]["readonly"] = False
+    config["hostname"] = "zerovisor-test"
     config.update(overrides)
     (path / "config.json").write_text(json.dumps(config, indent=2))
     return path
