@@ -39,13 +39,19 @@ _OCI_VERSION = re.compile(r"1\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?
 SPEC_VERSION = "1.0.2"
 
 
-def load_bundle(bundle: str) -> ContainerSpec:
-    """Read and validate bundle/config.json; bundle is made absolute first."""
+def bundle_dir(bundle: str) -> str:
+    """bundle made absolute, after checking that it is an existing directory."""
     bundle = os.path.abspath(bundle)
     if not os.path.isdir(bundle):
         if os.path.exists(bundle):
             raise InvalidArgument(f"bundle {bundle} is not a directory")
         raise NotFound(f"bundle {bundle} does not exist")
+    return bundle
+
+
+def load_bundle(bundle: str) -> ContainerSpec:
+    """Read and validate bundle/config.json; bundle is made absolute first."""
+    bundle = bundle_dir(bundle)
     path = os.path.join(bundle, CONFIG_NAME)
     try:
         with open(path, "rb") as f:

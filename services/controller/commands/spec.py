@@ -26,15 +26,11 @@ def cli(obj: CliContext, bundle: str, rootless: bool) -> None:
     import json
     import os
 
-    from common.errors import ConflictError, InvalidArgument, NotFound
-    from services.controller.oci import CONFIG_NAME, default_config
+    from common.errors import ConflictError
+    from services.controller.oci import CONFIG_NAME, bundle_dir, default_config
 
     # obj is unused: spec touches neither the registry nor the services.
-    bundle = os.path.abspath(bundle)
-    if not os.path.isdir(bundle):
-        if os.path.exists(bundle):
-            raise InvalidArgument(f"bundle {bundle} is not a directory")
-        raise NotFound(f"bundle {bundle} does not exist")
+    bundle = bundle_dir(bundle)
     path = os.path.join(bundle, CONFIG_NAME)
     data = (json.dumps(default_config(rootless), indent="\t") + "\n").encode()
     try:
