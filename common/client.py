@@ -88,3 +88,37 @@ class FdClient:
         except BaseException:
             fdpass.close_all(out_fds)
             raise
+
+
+class ServiceChannel:
+    """A lasting connection from one service to another's fd channel.
+
+    It connects on first use and, after a call fails for want of the peer (it died or was
+    restarted), drops the connection so that the next call connects afresh.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float) -> None:
+        self.path = os.fspath(path)
+        self.timeout = timeout
+        self._client: FdClient | None = None
+
+    def call(
+        self, method: str, args: Any = None, result_type: type[R] | None = None, fds: list[int] | None = None
+    ) -> Any:
+        """Call method; the caller keeps ownership of fds. Files in the reply are not expected
+        between services on this path, and are closed rather than leaked."""
+        if self._client is None:
+            self._client = FdClient(self.path, timeout=self.timeout)
+        try:
+            result, out = self._client.call(method, args, result_type, fds)
+        except ServiceUnavailable:
+            self.close()
+            raise
+        fdpass.close_all(out)
+        return result
+
+    def close(self) -> None:
+        """Drop the connection, if any."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None

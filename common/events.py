@@ -57,8 +57,8 @@ class Subscriber:
         if timeout is not None and not self.sock.poll(int(timeout * 1000), zmq.POLLIN):
             return None
         topic, frame = self.sock.recv_multipart()
-        env = cbor2.loads(frame)
-        if not isinstance(env, dict) or env.get("v") != wire.WIRE_VERSION or not isinstance(env.get("body"), dict):
+        env = wire.load_envelope(frame)
+        if env.get("v") != wire.WIRE_VERSION or not isinstance(env.get("body"), dict):
             raise MessageError(f"malformed event under {topic!r}")
         return topic.decode(errors="replace"), env
 

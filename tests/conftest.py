@@ -38,6 +38,19 @@ def open_fds(pid: int | str = "self") -> set[int]:
     return {int(n) for n in os.listdir(f"/proc/{pid}/fd")}
 
 
+def nonblocking_pipe() -> tuple[int, int]:
+    """A pipe whose read end never blocks, so a missed close fails a test instead of hanging it."""
+    return os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+
+def at_eof(fd: int) -> bool:
+    """True when every write end of the pipe is closed (and its data has been read)."""
+    try:
+        return os.read(fd, 1) == b""
+    except BlockingIOError:
+        return False
+
+
 def settled_fd_count(pid: int, quiet: float = 0.3, timeout: float = 10.0) -> int:
     """The number of fds pid has open once it has stayed the same for quiet seconds."""
     deadline = time.monotonic() + timeout

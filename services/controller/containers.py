@@ -12,8 +12,8 @@ import logging
 from typing import Any
 
 from common import wire
-from common.client import FdClient
-from common.errors import ConflictError, NotFound, ServiceUnavailable
+from common.client import ServiceChannel
+from common.errors import ConflictError, NotFound
 from common.messages.containers import (
     ContainerState,
     ContainerStates,
@@ -33,7 +33,6 @@ from common.messages.lifecycle import (
     SignalContainerArgs,
 )
 from common.messages.platform import StatsResult
-from common.rundir import RunDir
 from services.controller import oci
 from services.controller.registry import ContainerRecord, Registry, validate_id
 
@@ -43,26 +42,6 @@ log = logging.getLogger(__name__)
 SENTRY_TIMEOUT = 60.0
 #: Statuses in which the sentry, not the registry, has the last word.
 LIVE = ("created", "running", "paused")
-
-
-class SentryClient:
-    """The controller's connection to the sentry's fd channel; reconnects after a failure."""
-
-    def __init__(self, run_dir: RunDir) -> None:
-        self._path = run_dir.socket_path("sentry")
-        self._client: FdClient | None = None
-
-    def call(self, method: str, args: Any, result_type: type[Any] | None = None, fds: list[int] | None = None) -> Any:
-        """Call method on the sentry; the caller keeps ownership of fds."""
-        if self._client is None:
-            self._client = FdClient(self._path, timeout=SENTRY_TIMEOUT)
-        try:
-            result, _ = self._client.call(method, args, result_type, fds)
-        except ServiceUnavailable:
-            self._client.close()
-            self._client = None
-            raise
-        return result
 
 
 def state_of(rec: ContainerRecord) -> ContainerState:
@@ -86,7 +65,7 @@ class Containers:
 
     domain = "Containers"
 
-    def __init__(self, registry: Registry, sentry: SentryClient) -> None:
+    def __init__(self, registry: Registry, sentry: ServiceChannel) -> None:
         self._reg = registry
         self._sentry = sentry
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from common.client import ServiceChannel
 from common.events import Subscriber
 from common.service import ServiceContext, Setup
-from services.controller.containers import Containers, SentryClient, record_event
+from services.controller.containers import SENTRY_TIMEOUT, Containers, record_event
 from services.controller.registry import Registry
 
 
@@ -13,7 +14,7 @@ def make_setup(root: str) -> Setup:
 
     def setup(ctx: ServiceContext) -> None:
         registry = Registry.open(root)
-        containers = Containers(registry, SentryClient(ctx.run_dir))
+        containers = Containers(registry, ServiceChannel(ctx.run_dir.socket_path("sentry"), SENTRY_TIMEOUT))
         events = Subscriber(ctx.run_dir.events_endpoint, ["container."])
 
         def on_event() -> None:

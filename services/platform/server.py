@@ -14,8 +14,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import cbor2
-
 from common import fdpass, wire
 from common.errors import MessageError, ServiceUnavailable, error_from_wire
 from common.events import Publisher
@@ -98,10 +96,7 @@ class ForkServerConnection:
         fdpass.close_all(fds)
         if not frame:
             raise ServiceUnavailable(f"fork server (pid {self.proc.pid}) hung up")
-        env = cbor2.loads(frame)
-        if not isinstance(env, dict):
-            raise MessageError("fork server sent a non-map frame")
-        return env
+        return wire.load_envelope(frame)
 
     def _publish(self, env: dict[str, Any]) -> None:
         if env.get("event") == "exit":

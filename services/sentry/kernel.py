@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any
 
-from common import fdpass, wire
-from common.client import FdClient
-from common.errors import ConflictError, NotFound, ServiceUnavailable
+from common import wire
+from common.client import ServiceChannel
+from common.errors import ConflictError, NotFound
 from common.events import Publisher
 from common.messages.lifecycle import ContainerStatus
 from common.messages.platform import TaskExit
@@ -21,8 +21,6 @@ from common.messages.spec import ContainerSpec
 from common.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-R = TypeVar("R")
 
 CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
 
@@ -55,42 +53,13 @@ class Container:
         return ContainerStatus(cid=self.cid, status=self.status, pid=self.pid, exit_code=self.exit_code)
 
 
-class PlatformClient:
-    """The sentry's connection to the platform's fd channel; reconnects once after a failure."""
-
-    def __init__(self, run_dir: RunDir) -> None:
-        self._path = run_dir.socket_path("platform")
-        self._client: FdClient | None = None
-
-    def call(self, method: str, args: Any, result_type: type[R], fds: list[int] | None = None) -> R:
-        """Call method; the caller keeps ownership of fds."""
-        result, out = self._connection().call(method, args, result_type, fds)
-        fdpass.close_all(out)  # the platform returns no files; never leak one that came anyway
-        return cast(R, result)
-
-    def call_none(self, method: str, args: Any) -> None:
-        """Call a method with an empty result."""
-        self._connection().call(method, args)
-
-    def _connection(self) -> FdClient:
-        if self._client is None:
-            self._client = FdClient(self._path, timeout=PLATFORM_TIMEOUT)
-        return self._client
-
-    def reset(self) -> None:
-        """Drop the connection (after the platform went away)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-
 class Kernel:
     """Every container of this sentry, by id."""
 
     def __init__(self, run_dir: RunDir, publisher: Publisher) -> None:
         self.run_dir = run_dir
         self.publisher = publisher
-        self.platform = PlatformClient(run_dir)
+        self.platform = ServiceChannel(run_dir.socket_path("platform"), PLATFORM_TIMEOUT)
         self.containers: dict[str, Container] = {}
 
     def get(self, cid: str) -> Container:
@@ -114,8 +83,3 @@ class Kernel:
         ctr.exit_code = event.exit_code
         log.info("container %r stopped with exit code %d", ctr.cid, event.exit_code)
         self.publish(ctr, "exit")
-
-    def platform_failed(self, exc: ServiceUnavailable) -> None:
-        """Forget a broken platform connection so that the next call reconnects."""
-        log.warning("platform call failed: %s", exc)
-        self.platform.reset()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from common.errors import ConflictError, ServiceUnavailable
+from common.errors import ConflictError
 from common.messages.lifecycle import (
     ContainerArgs,
     ContainerList,
@@ -33,13 +33,9 @@ class Lifecycle:
         old = self._k.containers.get(args.cid)
         if old is not None:
             raise ConflictError(f"container {args.cid!r} already exists")
-        try:
-            launched = self._k.platform.call(
-                "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec), LaunchResult, fds=args.fds
-            )
-        except ServiceUnavailable as e:
-            self._k.platform_failed(e)
-            raise
+        launched = self._k.platform.call(
+            "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec), LaunchResult, fds=args.fds
+        )
         ctr = Container(cid=args.cid, spec=args.spec, status=CREATED, pid=launched.pid)
         self._k.containers[args.cid] = ctr
         self._k.publish(ctr, "create")
@@ -51,7 +47,7 @@ class Lifecycle:
         ctr.require("start", CREATED)
         if ctr.spec.process is None:
             raise ConflictError(f"cannot start container {args.cid!r}: its config has no process")
-        self._k.platform.call_none("Platform.Release", ContainerRef(cid=args.cid))
+        self._k.platform.call("Platform.Release", ContainerRef(cid=args.cid))
         # The init may already have run and exited (its exit event came during the call).
         if ctr.status == CREATED:
             ctr.status = RUNNING
@@ -62,13 +58,13 @@ class Lifecycle:
         """Signal the init, or every process with the container frozen meanwhile."""
         ctr = self._k.get(args.cid)
         ctr.require("signal", CREATED, RUNNING, PAUSED)
-        self._k.platform.call_none("Platform.Signal", SignalArgs(cid=args.cid, signo=args.signo, all=args.all))
+        self._k.platform.call("Platform.Signal", SignalArgs(cid=args.cid, signo=args.signo, all=args.all))
 
     def pause(self, args: ContainerArgs) -> ContainerStatus:
         """Freeze every process of a running container."""
         ctr = self._k.get(args.cid)
         ctr.require("pause", RUNNING)
-        self._k.platform.call_none("Platform.Freeze", ContainerRef(cid=args.cid))
+        self._k.platform.call("Platform.Freeze", ContainerRef(cid=args.cid))
         ctr.status = PAUSED
         self._k.publish(ctr, "pause")
         return ctr.snapshot()
@@ -77,7 +73,7 @@ class Lifecycle:
         """Thaw a paused container."""
         ctr = self._k.get(args.cid)
         ctr.require("resume", PAUSED)
-        self._k.platform.call_none("Platform.Thaw", ContainerRef(cid=args.cid))
+        self._k.platform.call("Platform.Thaw", ContainerRef(cid=args.cid))
         if ctr.status == PAUSED:
             ctr.status = RUNNING
         self._k.publish(ctr, "resume")
@@ -93,7 +89,7 @@ class Lifecycle:
             return
         if not args.force:
             ctr.require("delete", STOPPED)
-        self._k.platform.call_none("Platform.Destroy", ContainerRef(cid=args.cid))
+        self._k.platform.call("Platform.Destroy", ContainerRef(cid=args.cid))
         del self._k.containers[args.cid]
         self._k.publish(ctr, "delete")
 
@@ -109,4 +105,5 @@ class Lifecycle:
         """The container's cgroup counters."""
         ctr = self._k.get(args.cid)
         ctr.require("read statistics of", CREATED, RUNNING, PAUSED)
-        return self._k.platform.call("Platform.Stats", ContainerRef(cid=args.cid), StatsResult)
+        result: StatsResult = self._k.platform.call("Platform.Stats", ContainerRef(cid=args.cid), StatsResult)
+        return result

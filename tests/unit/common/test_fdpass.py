@@ -11,26 +11,9 @@ import pytest
 
 from common import fdpass
 from common.errors import MessageTooLarge, PermissionDenied
-
-
-def _pipe() -> tuple[int, int]:
-    """A pipe whose read end never blocks, so a missed close fails a test instead of hanging it."""
-    return os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-
-
-def _at_eof(fd: int) -> bool:
-    """True when every write end of the pipe is closed (and its data has been read)."""
-    try:
-        return os.read(fd, 1) == b""
-    except BlockingIOError:
-        return False
-
+from tests.conftest import at_eof, nonblocking_pipe, open_fds
 
 Pair = tuple[socket.socket, socket.socket]
-
-
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def _nothing_queued(sock: socket.socket) -> bool:
@@ -50,7 +33,7 @@ def pair() -> Iterator[Pair]:
 
 def test_pipe_write_end_travels(pair: Pair) -> None:
     a, b = pair
-    r, w = _pipe()
+    r, w = nonblocking_pipe()
     fdpass.send_frame(a, b"hello", [w])
     os.close(w)  # the sender keeps ownership of its copy
     frame, fds = fdpass.recv_frame(b)
@@ -60,13 +43,13 @@ def test_pipe_write_end_travels(pair: Pair) -> None:
     os.write(got, b"through the socket")
     os.close(got)
     assert os.read(r, 100) == b"through the socket"
-    assert _at_eof(r)  # the received fd was the last write end
+    assert at_eof(r)  # the received fd was the last write end
     os.close(r)
 
 
 def test_received_fds_are_close_on_exec(pair: Pair) -> None:
     a, b = pair
-    r, w = _pipe()
+    r, w = nonblocking_pipe()
     fdpass.send_frame(a, b"x", [w])
     os.close(w)
     _, fds = fdpass.recv_frame(b)
@@ -85,7 +68,7 @@ def test_frame_without_fds(pair: Pair) -> None:
 
 def test_several_fds_keep_their_order(pair: Pair) -> None:
     a, b = pair
-    pipes = [_pipe() for _ in range(3)]
+    pipes = [nonblocking_pipe() for _ in range(3)]
     fdpass.send_frame(a, b"x", [w for _, w in pipes])
     _, fds = fdpass.recv_frame(b)
     assert len(fds) == 3
@@ -106,7 +89,7 @@ def test_peer_closed_reads_empty(pair: Pair) -> None:
 
 def test_send_frame_refuses_too_many_fds(pair: Pair) -> None:
     a, b = pair
-    r, w = _pipe()
+    r, w = nonblocking_pipe()
     try:
         fdpass.send_frame(a, b"x", [w] * fdpass.MAX_FDS)  # the limit itself is fine
         assert len(fdpass.recv_frame(b)[1]) == fdpass.MAX_FDS
@@ -142,22 +125,22 @@ def test_frame_of_max_size_can_be_sent(pair: Pair) -> None:
 
 def test_recv_frame_truncated_fds_leave_nothing_open(pair: Pair) -> None:
     a, b = pair
-    r, w = _pipe()
-    before = _open_fds()
+    r, w = nonblocking_pipe()
+    before = len(open_fds())
     originals = [os.dup(w) for _ in range(200)]
     socket.send_fds(a, [b"many"], originals)
     fdpass.close_all(originals)
     with pytest.raises(MessageTooLarge, match="refused: more than"):
         fdpass.recv_frame(b)
-    assert _open_fds() == before
+    assert len(open_fds()) == before
     os.close(w)
-    assert _at_eof(r)  # no copy of the write end survived anywhere
+    assert at_eof(r)  # no copy of the write end survived anywhere
     os.close(r)
 
 
 def test_recv_frame_truncation_message_names_the_right_unit(pair: Pair) -> None:
     a, b = pair
-    r, w = _pipe()
+    r, w = nonblocking_pipe()
     socket.send_fds(a, [b"x"], [w] * (fdpass.MAX_FDS + 1))
     with pytest.raises(MessageTooLarge) as info:
         fdpass.recv_frame(b)
@@ -167,9 +150,9 @@ def test_recv_frame_truncation_message_names_the_right_unit(pair: Pair) -> None:
 
 
 def test_close_all_closes(pair: Pair) -> None:
-    r, w = _pipe()
+    r, w = nonblocking_pipe()
     fdpass.close_all([w])
-    assert _at_eof(r)
+    assert at_eof(r)
     os.close(r)
 
 

@@ -16,19 +16,7 @@ from common import wire
 from common.errors import ErrCode
 from common.messages.system import PingArgs, PingResult
 from common.rpc import Dispatcher, Registry
-
-
-def _pipe() -> tuple[int, int]:
-    """A pipe whose read end never blocks, so a missed close fails a test instead of hanging it."""
-    return os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-
-
-def _at_eof(fd: int) -> bool:
-    """True when every write end of the pipe is closed (and its data has been read)."""
-    try:
-        return os.read(fd, 1) == b""
-    except BlockingIOError:
-        return False
+from tests.conftest import at_eof, nonblocking_pipe, open_fds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,11 +86,11 @@ class Demo:
         return FilesResult(count=len(args.fds))
 
     def open_pipe(self, args: Empty) -> FilesResult:
-        r, w = _pipe()
+        r, w = nonblocking_pipe()
         return FilesResult(count=2, fds=[r, w])
 
     def bad_result(self, args: Empty) -> PathResult:
-        r, w = _pipe()
+        r, w = nonblocking_pipe()
         self.kept.append(r)
         return PathResult(where=Path("/not/cbor"), fds=[w])
 
@@ -146,10 +134,6 @@ class FilePayloadWithoutDefault:
         return None
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 @pytest.fixture
 def demo() -> Demo:
     return Demo()
@@ -165,9 +149,9 @@ def dispatcher(demo: Demo) -> Dispatcher:
 
 @pytest.fixture
 def no_fd_leak() -> Iterator[None]:
-    before = _open_fds()
+    before = len(open_fds())
     yield
-    assert _open_fds() == before
+    assert len(open_fds()) == before
 
 
 def call(
@@ -319,7 +303,7 @@ def test_counters(dispatcher: Dispatcher) -> None:
 
 @pytest.mark.usefixtures("no_fd_leak")
 def test_fds_reach_handler_and_are_closed_after(dispatcher: Dispatcher, demo: Demo) -> None:
-    pipes = [_pipe() for _ in range(3)]
+    pipes = [nonblocking_pipe() for _ in range(3)]
     writers = [w for _, w in pipes]
     reply, out_fds = call(dispatcher, "Demo.TakeFiles", {"tag": "hi"}, fds=writers)
     assert reply == wire.Reply(id="t-1", ok=True, result={"count": 3})
@@ -330,16 +314,16 @@ def test_fds_reach_handler_and_are_closed_after(dispatcher: Dispatcher, demo: De
             os.fstat(w)
         assert info.value.errno == errno.EBADF
         assert os.read(r, 10) == b"hi"  # written by the handler through the fd we passed
-        assert _at_eof(r)  # EOF: the dispatcher closed the only write end
+        assert at_eof(r)  # EOF: the dispatcher closed the only write end
         os.close(r)
 
 
 @pytest.mark.usefixtures("no_fd_leak")
 def test_system_ping_counts_and_closes_fds(dispatcher: Dispatcher) -> None:
-    r, w = _pipe()
+    r, w = nonblocking_pipe()
     reply, _ = call(dispatcher, "System.Ping", fds=[w])
     assert reply.result is not None and reply.result["fds_received"] == 1
-    assert _at_eof(r)
+    assert at_eof(r)
     os.close(r)
 
 
@@ -349,12 +333,12 @@ def test_system_ping_counts_and_closes_fds(dispatcher: Dispatcher) -> None:
 )
 @pytest.mark.usefixtures("no_fd_leak")
 def test_refused_fds_are_closed(dispatcher: Dispatcher, method: str | None, code: ErrCode) -> None:
-    r, w = _pipe()
+    r, w = nonblocking_pipe()
     frame = wire.encode_request(1, method, {"text": "a"}) if method else b"\xff garbage"
     out, out_fds = dispatcher.handle(frame, [w])
     assert _error_code(wire.reply_from_envelope(wire.load_envelope(out))) == code
     assert out_fds == []
-    assert _at_eof(r)
+    assert at_eof(r)
     os.close(r)
 
 
@@ -377,5 +361,5 @@ def test_unencodable_result_becomes_internal_error(dispatcher: Dispatcher, demo:
     assert out_fds == []
     assert (dispatcher.requests, dispatcher.errors) == (1, 1)
     (r,) = demo.kept
-    assert _at_eof(r)  # the result's fd was closed, not leaked
+    assert at_eof(r)  # the result's fd was closed, not leaked
     os.close(r)
