@@ -105,17 +105,23 @@ class ServiceChannel:
     def call(
         self, method: str, args: Any = None, result_type: type[R] | None = None, fds: list[int] | None = None
     ) -> Any:
-        """Call method; the caller keeps ownership of fds. Files in the reply are not expected
-        between services on this path, and are closed rather than leaked."""
+        """Call method; the caller keeps ownership of fds. Files in the reply, which this
+        caller does not expect, are closed rather than leaked."""
+        result, out = self.call_with_fds(method, args, result_type, fds)
+        fdpass.close_all(out)
+        return result
+
+    def call_with_fds(
+        self, method: str, args: Any = None, result_type: type[R] | None = None, fds: list[int] | None = None
+    ) -> tuple[Any, list[int]]:
+        """Call method; the caller keeps ownership of fds and owns the reply's files."""
         if self._client is None:
             self._client = FdClient(self.path, timeout=self.timeout)
         try:
-            result, out = self._client.call(method, args, result_type, fds)
+            return self._client.call(method, args, result_type, fds)
         except ServiceUnavailable:
             self.close()
             raise
-        fdpass.close_all(out)
-        return result
 
     def close(self) -> None:
         """Drop the connection, if any."""

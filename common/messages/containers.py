@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.messages.lifecycle import StartRecord
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateArgs:
@@ -13,6 +15,10 @@ class CreateArgs:
     id: str
     #: Bundle directory (absolute).
     bundle: str
+    #: The caller was given a --console-socket for the terminal's pty master.
+    console_socket: bool = False
+    #: The caller stays in the foreground and relays a terminal itself (`run` without -d).
+    foreground: bool = False
     #: stdio and preserved fds for the init, sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
@@ -76,6 +82,18 @@ class ContainerState:
     owner: str
     #: Exit code once stopped (128 + signal when killed).
     exit_status: int | None = None
+    #: When the start request reached the sentry and completed, once started.
+    started: StartRecord | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateResult:
+    """Result of Containers.Create."""
+
+    #: The new container's state.
+    state: ContainerState
+    #: The pty master when the process has a terminal, sent as SCM_RIGHTS.
+    fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -25,11 +25,16 @@ class LaunchResult:
 
     #: Host pid of the container's init.
     pid: int
+    #: The pty master when the process has a terminal, sent as SCM_RIGHTS.
+    fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerRef:
-    """Arguments naming one container (Release, Freeze, Thaw, Destroy, Stats)."""
+    """Arguments naming one container (Freeze, Thaw, Destroy, Stats).
+
+    Release takes the sentry's StartContainerArgs (common.messages.lifecycle) as they are.
+    """
 
     #: Container id.
     cid: str

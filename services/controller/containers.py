@@ -11,13 +11,14 @@ import contextlib
 import logging
 from typing import Any
 
-from common import wire
+from common import fdpass, wire
 from common.client import ServiceChannel
-from common.errors import ConflictError, NotFound
+from common.errors import ConflictError, InvalidArgument, NotFound
 from common.messages.containers import (
     ContainerState,
     ContainerStates,
     CreateArgs,
+    CreateResult,
     DeleteArgs,
     IdArgs,
     KillArgs,
@@ -28,11 +29,16 @@ from common.messages.lifecycle import (
     ContainerList,
     ContainerStatus,
     CreateContainerArgs,
+    CreateContainerResult,
     DeleteContainerArgs,
+    Limit,
     ListContainersArgs,
     SignalContainerArgs,
+    StartContainerArgs,
+    StartRecord,
 )
 from common.messages.platform import StatsResult
+from common.messages.spec import ContainerSpec, ProcessSpec
 from services.controller import oci
 from services.controller.registry import ContainerRecord, Registry, validate_id
 
@@ -57,6 +63,22 @@ def state_of(rec: ContainerRecord) -> ContainerState:
         annotations=rec.annotations,
         owner=rec.owner,
         exit_status=rec.exit_status,
+        started=wire.from_wire(StartRecord, rec.started) if rec.started else None,
+    )
+
+
+def start_args(cid: str, process: ProcessSpec) -> StartContainerArgs:
+    """The sentry's StartContainerArgs for an OCI process, resolved as runc resolves it."""
+    return StartContainerArgs(
+        container_id=cid,
+        argv=list(process.args),
+        envv=list(process.env),
+        wd=process.cwd,
+        uid=process.uid,
+        gid=process.gid,
+        limits={r.type: Limit(cur=r.soft, max=r.hard) for r in process.rlimits},
+        resolve_home=True,
+        resolve_binary_path=True,
     )
 
 
@@ -69,12 +91,20 @@ class Containers:
         self._reg = registry
         self._sentry = sentry
 
-    def create(self, args: CreateArgs) -> ContainerState:
-        """Validate the bundle, record the container, and have the sentry create its init."""
+    def create(self, args: CreateArgs) -> CreateResult:
+        """Validate the bundle, record the container, and have the sentry create its init.
+
+        With a terminal, the result carries the pty master for the caller.
+        """
         validate_id(args.id)
         if self._reg.find(args.id) is not None:
             raise ConflictError(f"container {args.id!r} already exists")
         spec = oci.load_bundle(args.bundle)
+        terminal = spec.process is not None and spec.process.terminal
+        if terminal and not (args.console_socket or args.foreground):
+            raise InvalidArgument("process.terminal is true: a detached container needs --console-socket")
+        if args.console_socket and not terminal:
+            raise InvalidArgument("--console-socket needs process.terminal to be true in config.json")
         record = ContainerRecord(
             id=args.id,
             bundle=spec.bundle,
@@ -85,20 +115,29 @@ class Containers:
         )
         self._reg.add(record)
         try:
-            status = self._sentry.call(
-                "Lifecycle.CreateContainer", CreateContainerArgs(cid=args.id, spec=spec), ContainerStatus, args.fds
+            created, fds = self._sentry.call_with_fds(
+                "Lifecycle.CreateContainer",
+                CreateContainerArgs(cid=args.id, spec=spec),
+                CreateContainerResult,
+                args.fds,
             )
         except BaseException:
             self._reg.remove(args.id)
             raise
-        return state_of(self._reg.update(args.id, status="created", pid=status.pid))
+        try:
+            rec = self._reg.update(args.id, status="created", pid=created.status.pid)
+        except BaseException:
+            fdpass.close_all(fds)
+            raise
+        return CreateResult(state=state_of(rec), fds=fds)
 
     def start(self, args: IdArgs) -> ContainerState:
         """Run the program of a created container."""
         rec = self._require(args.id, "start", "created")
-        if rec.config.get("process") is None:
+        spec = wire.from_wire(ContainerSpec, rec.config)
+        if spec.process is None:
             raise ConflictError(f"cannot start container {args.id!r}: its config.json has no process")
-        status = self._sentry.call("Lifecycle.StartContainer", ContainerArgs(cid=args.id), ContainerStatus)
+        status = self._sentry.call("Lifecycle.StartContainer", start_args(args.id, spec.process), ContainerStatus)
         return state_of(self._record(status))
 
     def state(self, args: IdArgs) -> ContainerState:
@@ -179,6 +218,8 @@ def record_status(registry: Registry, status: ContainerStatus) -> ContainerRecor
     changes: dict[str, Any] = {"status": status.status}
     if status.exit_code is not None:
         changes["exit_status"] = status.exit_code
+    if status.started is not None:
+        changes["started"] = wire.to_wire(status.started)
     return registry.update(status.cid, **changes)
 
 

@@ -15,6 +15,7 @@ import posixpath
 import re
 
 from common.errors import InvalidArgument
+from common.limits import RLIMITS
 from common.messages.spec import Capabilities, Hook, Hooks, IdMapping, Resources, Rlimit
 
 UINT32_MAX = (1 << 32) - 1
@@ -23,26 +24,7 @@ INT64_MAX = (1 << 63) - 1
 UINT64_MAX = (1 << 64) - 1
 
 #: Every rlimit runc knows (its rlimitMap); any other name is refused rather than ignored.
-RLIMIT_TYPES = frozenset(
-    {
-        "RLIMIT_AS",
-        "RLIMIT_CORE",
-        "RLIMIT_CPU",
-        "RLIMIT_DATA",
-        "RLIMIT_FSIZE",
-        "RLIMIT_LOCKS",
-        "RLIMIT_MEMLOCK",
-        "RLIMIT_MSGQUEUE",
-        "RLIMIT_NICE",
-        "RLIMIT_NOFILE",
-        "RLIMIT_NPROC",
-        "RLIMIT_RSS",
-        "RLIMIT_RTPRIO",
-        "RLIMIT_RTTIME",
-        "RLIMIT_SIGPENDING",
-        "RLIMIT_STACK",
-    }
-)
+RLIMIT_TYPES = frozenset(RLIMITS)
 
 #: OCI hook phase -> field of common.messages.spec.Hooks, in the order the runtime runs them.
 HOOK_PHASES: dict[str, str] = {

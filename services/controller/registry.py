@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from common.clock import now_rfc3339
 from common.errors import ConflictError, InvalidArgument, NotFound, ZerovisorError
 
 #: File name of the database inside the root directory.
@@ -32,14 +33,20 @@ DB_NAME = "registry.db"
 STATUSES = ("creating", "created", "running", "paused", "stopped")
 #: How long a statement waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 5000
-#: Schema version, kept in PRAGMA user_version; bump it with a migration.
-SCHEMA_VERSION = 1
+#: Schema version, kept in PRAGMA user_version; bump it with a migration in _MIGRATIONS.
+SCHEMA_VERSION = 2
 #: Longest container id runc accepts.
 MAX_ID_LENGTH = 1024
 
 # runc's own rule (libcontainer validateID): ASCII letters, digits and _ + - . only.
 _ID = re.compile(r"[A-Za-z0-9_+\-.]+")
-_JSON_COLUMNS = frozenset({"annotations", "config"})
+_JSON_COLUMNS = frozenset({"annotations", "config", "started"})
+
+#: Statements that bring a schema of version N (the key) to N + 1.
+_MIGRATIONS: dict[int, str] = {
+    # Version 1 had an unused pid_file column; it stays, unread.
+    1: "ALTER TABLE containers ADD COLUMN started TEXT",
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -53,23 +60,13 @@ CREATE TABLE IF NOT EXISTS containers (
     owner       TEXT NOT NULL,
     exit_status INTEGER,
     config      TEXT NOT NULL,
-    pid_file    TEXT
+    started     TEXT
 )
 """
 
 
 class RegistryError(ZerovisorError):
     """The database itself failed (corrupt, unreadable, locked past the timeout)."""
-
-
-def now_rfc3339() -> str:
-    """The current UTC time as RFC 3339 with nanoseconds, e.g. 2026-11-22T21:03:37.123456789Z.
-
-    Unlike Go's RFC3339Nano the fraction always has nine digits, so that the strings sort in
-    time order (the registry orders by them).
-    """
-    ns = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
 
 
 def current_owner() -> str:
@@ -113,8 +110,8 @@ class ContainerRecord:
     exit_status: int | None = None
     #: The ContainerSpec as a plain map (common.wire.to_wire).
     config: dict[str, Any] = field(default_factory=dict)
-    #: Where --pid-file asked the init pid to be written, if anywhere.
-    pid_file: str | None = None
+    #: When the start request reached the sentry and completed (a StartRecord as a map), once started.
+    started: dict[str, str] | None = None
 
 
 _COLUMNS = tuple(f.name for f in fields(ContainerRecord))
@@ -170,7 +167,11 @@ class Registry:
                 raise RegistryError(
                     f"registry {self.path} has schema {version}, this controller knows {SCHEMA_VERSION}"
                 )
-            tx.execute(_SCHEMA)
+            if version == 0:
+                tx.execute(_SCHEMA)
+            else:
+                for step in range(version, SCHEMA_VERSION):
+                    tx.execute(_MIGRATIONS[step])
             tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @staticmethod
@@ -269,7 +270,7 @@ class Registry:
             _check_status(changes["status"])
         with self._write(f"updating container {cid!r}") as tx:
             if changes:
-                values = [_dump(k, v) if k in _JSON_COLUMNS else v for k, v in changes.items()]
+                values = [_dump(k, v) if k in _JSON_COLUMNS and v is not None else v for k, v in changes.items()]
                 assignments = ", ".join(f"{k} = ?" for k in changes)
                 tx.execute(f"UPDATE containers SET {assignments} WHERE id = ?", [*values, cid])
             row = tx.execute(_select("WHERE id = ?"), (cid,)).fetchone()
@@ -296,7 +297,7 @@ def _select(tail: str) -> str:
 def _to_row(record: ContainerRecord) -> dict[str, Any]:
     row = {c: getattr(record, c) for c in _COLUMNS}
     for c in _JSON_COLUMNS:
-        row[c] = _dump(c, row[c])
+        row[c] = _dump(c, row[c]) if row[c] is not None else None
     return row
 
 
@@ -310,5 +311,5 @@ def _dump(column: str, value: object) -> str:
 def _from_row(row: tuple[Any, ...]) -> ContainerRecord:
     values = dict(zip(_COLUMNS, row, strict=True))
     for c in _JSON_COLUMNS:
-        values[c] = json.loads(values[c])
+        values[c] = json.loads(values[c]) if values[c] is not None else None
     return ContainerRecord(**values)

@@ -28,6 +28,7 @@ import cbor2
 from common import fdpass, wire
 from common import log as logconf
 from common.errors import ConflictError, NotFound
+from common.messages.lifecycle import StartContainerArgs
 from common.messages.platform import (
     ContainerRef,
     LaunchArgs,
@@ -37,9 +38,13 @@ from common.messages.platform import (
     StatsResult,
     TaskExit,
 )
+from common.messages.spec import ContainerSpec
 from common.rpc import Dispatcher, Registry
+from services.platform import hooks
 from services.platform import stub as stubs
 from services.platform.cgroups import Cgroup
+from services.platform.execplan import plan_for
+from services.platform.stub_child import hook_state
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,8 @@ class ForkServer:
         # Two run directories may hold containers with the same id; their cgroups must differ.
         self.instance = hashlib.sha256(os.fsencode(run_dir.resolve())).hexdigest()[:12]
         self.cgroups: dict[str, Cgroup] = {}
+        #: The spec of every container with a cgroup, for its poststart and poststop hooks.
+        self.specs: dict[str, ContainerSpec] = {}
 
     def launch(self, args: LaunchArgs) -> LaunchResult:
         """Create the init of a container; it waits, set up, for release()."""
@@ -89,16 +96,23 @@ class ForkServer:
             cgroup.destroy()
             raise
         self.cgroups[args.cid] = cgroup
+        self.specs[args.cid] = args.spec
         self.tasks[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
-        return LaunchResult(pid=stub.pid)
+        console, stub.console = stub.console, None
+        # The Dispatcher sends the master on and closes our copy.
+        return LaunchResult(pid=stub.pid, fds=[console] if console is not None else [])
 
-    def release(self, args: ContainerRef) -> None:
-        """Let a launched init exec its program."""
-        task = self._task(args.cid)
+    def release(self, args: StartContainerArgs) -> None:
+        """Let a launched init exec the program args describe, then run the poststart hooks."""
+        task = self._task(args.container_id)
         if task.stub is None:
-            raise ConflictError(f"container {args.cid!r} was already started")
+            raise ConflictError(f"container {args.container_id!r} was already started")
+        plan = plan_for(args)
         stub, task.stub = task.stub, None
-        stubs.release(stub)
+        stubs.release(stub, plan, args.fds)
+        spec = self.specs[args.container_id]
+        state = hook_state(spec, args.container_id, "running", task.pid)
+        hooks.run_hooks_warn("poststart", spec.hooks.poststart, state, log)
 
     def signal(self, args: SignalArgs) -> None:
         """Signal the init, or every process of the container with its cgroup frozen meanwhile."""
@@ -139,13 +153,22 @@ class ForkServer:
         )
 
     def destroy(self, args: ContainerRef) -> None:
-        """Kill whatever is left of the container and remove its cgroup."""
-        cgroup = self.cgroups.pop(args.cid, None)
-        task = self.tasks.pop(args.cid, None)
+        """Kill whatever is left of the container, remove its cgroup, run its poststop hooks."""
+        spec = self._remove(args.cid)
+        if spec is not None:
+            state = hook_state(spec, args.cid, "stopped", 0)
+            hooks.run_hooks_warn("poststop", spec.hooks.poststop, state, log)
+
+    def _remove(self, cid: str) -> ContainerSpec | None:
+        """Kill whatever is left of the container and remove its cgroup; its spec, if known."""
+        spec = self.specs.pop(cid, None)
+        cgroup = self.cgroups.pop(cid, None)
+        task = self.tasks.pop(cid, None)
         if task is not None and task.stub is not None:
             task.stub.sync.close()
         if cgroup is not None:
             cgroup.destroy()
+        return spec
 
     def _task(self, cid: str) -> Task:
         task = self.tasks.get(cid)
@@ -206,7 +229,7 @@ def shutdown(server: ForkServer) -> None:
     """
     for cid in list(server.cgroups):
         try:
-            server.destroy(ContainerRef(cid=cid))
+            server._remove(cid)
         except OSError as e:
             log.warning("removing the cgroup of %r: %s", cid, e)
 

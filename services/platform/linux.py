@@ -24,6 +24,10 @@ SYS_SECCOMP = 317
 SYS_CLOSE_RANGE = 436
 
 # mount(2) flags (include/uapi/linux/mount.h).
+#: ioctls of a pty master (asm-generic/ioctls.h): unlock the replica, read its number.
+TIOCSPTLCK = 0x40045431
+TIOCGPTN = 0x80045430
+
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -192,23 +196,3 @@ CAPABILITIES: dict[str, int] = {
 }
 #: Highest capability number this table knows.
 CAP_LAST = max(CAPABILITIES.values())
-
-#: OCI rlimit names -> RLIMIT_* numbers (include/uapi/asm-generic/resource.h).
-RLIMITS: dict[str, int] = {
-    "RLIMIT_CPU": 0,
-    "RLIMIT_FSIZE": 1,
-    "RLIMIT_DATA": 2,
-    "RLIMIT_STACK": 3,
-    "RLIMIT_CORE": 4,
-    "RLIMIT_RSS": 5,
-    "RLIMIT_NPROC": 6,
-    "RLIMIT_NOFILE": 7,
-    "RLIMIT_MEMLOCK": 8,
-    "RLIMIT_AS": 9,
-    "RLIMIT_LOCKS": 10,
-    "RLIMIT_SIGPENDING": 11,
-    "RLIMIT_MSGQUEUE": 12,
-    "RLIMIT_NICE": 13,
-    "RLIMIT_RTPRIO": 14,
-    "RLIMIT_RTTIME": 15,
-}

@@ -7,6 +7,7 @@ over one SOCK_SEQPACKET connection, and publishes the exits the fork server repo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 from common import fdpass, wire
 from common.errors import MessageError, ServiceUnavailable, error_from_wire
 from common.events import Publisher
+from common.messages.lifecycle import StartContainerArgs
 from common.messages.platform import (
     ContainerRef,
     LaunchArgs,
@@ -56,47 +58,63 @@ class ForkServerConnection:
         self.on_lost: Callable[[], None] = lambda: None
 
     def call(self, method: str, args: Any, fds: list[int] | None = None) -> dict[str, Any]:
+        """One request to the fork server; the raw result map. The caller keeps fds."""
+        result, out = self.call_with_fds(method, args, fds)
+        fdpass.close_all(out)
+        return result
+
+    def call_with_fds(self, method: str, args: Any, fds: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
         """One request to the fork server; exit events that arrive meanwhile are published.
 
-        The caller keeps ownership of fds. Returns the raw result map.
+        The caller keeps ownership of fds and owns the reply's fds. Returns the raw result map.
         """
         self._ids += 1
         rid = self._ids
         fdpass.send_frame(self.sock, wire.encode_request(rid, method, wire.to_wire(args)), fds)
         while True:
-            env = self._recv()
+            env, out = self._recv()
             if "event" in env:
+                fdpass.close_all(out)
                 self._publish(env)
                 continue
-            reply = wire.reply_from_envelope(env)
-            if reply.id != rid:
-                raise MessageError(f"fork server answered {reply.id!r}, expected {rid}")
-            if not reply.ok:
-                raise error_from_wire(reply.error)
-            return reply.result or {}
+            try:
+                reply = wire.reply_from_envelope(env)
+                if reply.id != rid:
+                    raise MessageError(f"fork server answered {reply.id!r}, expected {rid}")
+                if not reply.ok:
+                    raise error_from_wire(reply.error)
+            except BaseException:
+                fdpass.close_all(out)
+                raise
+            return reply.result or {}, out
 
     def on_readable(self, _fd: int) -> None:
         """Publish the exit events the fork server sent while nobody was calling."""
         try:
-            env = self._recv()
+            env, fds = self._recv()
         except ServiceUnavailable as e:
             # Without its fork server the platform can do nothing: stop, and be restarted.
             log.error("%s; platform stops", e)
             self.on_lost()
             return
+        fdpass.close_all(fds)
         if "event" not in env:
             raise MessageError("fork server sent a reply nobody asked for")
         self._publish(env)
 
-    def _recv(self) -> dict[str, Any]:
+    def _recv(self) -> tuple[dict[str, Any], list[int]]:
+        """One frame: its envelope and fds (the caller's)."""
         try:
             frame, fds = fdpass.recv_frame(self.sock)
         except OSError as e:
             raise ServiceUnavailable(f"fork server (pid {self.proc.pid}): {e}") from None
-        fdpass.close_all(fds)
-        if not frame:
-            raise ServiceUnavailable(f"fork server (pid {self.proc.pid}) hung up")
-        return wire.load_envelope(frame)
+        try:
+            if not frame:
+                raise ServiceUnavailable(f"fork server (pid {self.proc.pid}) hung up")
+            return wire.load_envelope(frame), fds
+        except BaseException:
+            fdpass.close_all(fds)
+            raise
 
     def _publish(self, env: dict[str, Any]) -> None:
         if env.get("event") == "exit":
@@ -123,12 +141,17 @@ class Platform:
         self._fs = forkserver
 
     def launch(self, args: LaunchArgs) -> LaunchResult:
-        """Create a container's init, set up and waiting to exec."""
-        return wire.from_wire(LaunchResult, self._fs.call("ForkServer.Launch", args, fds=args.fds))
+        """Create a container's init, set up and waiting to exec; with a terminal, its pty master."""
+        result, fds = self._fs.call_with_fds("ForkServer.Launch", args, fds=args.fds)
+        try:
+            return dataclasses.replace(wire.from_wire(LaunchResult, result), fds=fds)
+        except BaseException:
+            fdpass.close_all(fds)
+            raise
 
-    def release(self, args: ContainerRef) -> None:
-        """Let the init exec its program."""
-        self._fs.call("ForkServer.Release", args)
+    def release(self, args: StartContainerArgs) -> None:
+        """Let the init exec the program args describe."""
+        self._fs.call("ForkServer.Release", args, fds=args.fds)
 
     def signal(self, args: SignalArgs) -> None:
         """Signal the init or every process of the container."""

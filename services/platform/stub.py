@@ -16,12 +16,17 @@ import logging
 import os
 import signal
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from common import fdpass
 from common.errors import ErrCode, InvalidArgument, ZerovisorError
-from common.messages.spec import ContainerSpec, ProcessSpec
+from common.limits import RLIMITS
+from common.messages.spec import ContainerSpec, IdMapping, ProcessSpec
+from services.platform import hooks
 from services.platform.clone import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -31,9 +36,10 @@ from services.platform.clone import (
     clone_process,
     namespace_flags,
 )
+from services.platform.execplan import ExecPlan
 from services.platform.filters import build_filter
-from services.platform.linux import CAPABILITIES, RLIMITS
-from services.platform.stub_child import CapSets, ChildPlan, child_main, recv_message, send_message
+from services.platform.linux import CAPABILITIES
+from services.platform.stub_child import CapSets, ChildPlan, child_main, hook_state, recv_message, send_message
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,8 @@ class Stub:
     container_id: str = ""
     #: False when the spec has no process: release refuses and leaves the child alone.
     runnable: bool = True
+    #: The pty master of a terminal process, owned by the caller (None without a terminal).
+    console: int | None = None
 
 
 def launch(
@@ -128,10 +136,19 @@ def launch(
     try:
         if plan.clone_flags & CLONE_NEWUSER:
             _write_id_maps(pid, spec)
+            _own_stdio(stdio, spec)
         if before_setup is not None:
             before_setup(pid)
         _send(stub, "go")
-        _wait_for(stub, "ready", time.monotonic() + SYNC_TIMEOUT)
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while (step := _wait_for(stub, ("hooks", "console", "ready"), deadline)) != "ready":
+            if step == "hooks":
+                # The child waits meanwhile; the hooks' own timeouts bound this, not ours.
+                state = hook_state(spec, container_id, "creating", pid)
+                hooks.run_hooks("prestart", spec.hooks.prestart, state)
+                hooks.run_hooks("createRuntime", spec.hooks.create_runtime, state)
+                _send(stub, "hooks-done")
+                deadline = time.monotonic() + SYNC_TIMEOUT
     except _ChildGone as e:
         status = kill(stub)
         raise StubError(f"{e} ({_describe(status)})", e.errno) from e
@@ -142,8 +159,9 @@ def launch(
     return stub
 
 
-def release(stub: Stub) -> None:
-    """Let the init run its program; return once it has exec'd.
+def release(stub: Stub, plan: ExecPlan, fds: list[int] | None = None) -> None:
+    """Let the init run plan's program with fds (still the caller's) as the donated files;
+    return once it has exec'd.
 
     Closes stub.sync. Raises StubError when the child reports a failure (e.g. "exec ls: ...",
     after which it exits 127), is already gone, or does not exec within SYNC_TIMEOUT (it is
@@ -157,8 +175,8 @@ def release(stub: Stub) -> None:
     if not stub.runnable:
         raise StubError("container has no process")
     try:
-        _send(stub, "run")
-        _wait_for(stub, None, time.monotonic() + SYNC_TIMEOUT)
+        _send(stub, "run", {"plan": plan.to_message()}, fds)
+        _wait_for(stub, (), time.monotonic() + SYNC_TIMEOUT)
     except _SyncTimeout:
         _signal(stub.pid, signal.SIGKILL)
         raise
@@ -168,12 +186,15 @@ def release(stub: Stub) -> None:
 
 
 def kill(stub: Stub) -> int | None:
-    """SIGKILL the init, reap it and close stub.sync: undo a launch.
+    """SIGKILL the init, reap it and close stub.sync and stub.console: undo a launch.
 
     Returns the wait status, or None when someone else reaped the child first.
     """
     _signal(stub.pid, signal.SIGKILL)
     stub.sync.close()
+    if stub.console is not None:
+        os.close(stub.console)
+        stub.console = None
     try:
         return os.waitpid(stub.pid, 0)[1]
     except ChildProcessError:
@@ -193,39 +214,67 @@ def _signal(pid: int, signo: int) -> None:
         os.kill(pid, signo)
 
 
-def _send(stub: Stub, what: str) -> None:
+def _send(stub: Stub, what: str, extra: dict[str, Any] | None = None, fds: list[int] | None = None) -> None:
     try:
-        send_message(stub.sync, {"sync": what})
+        send_message(stub.sync, {"sync": what, **(extra or {})}, fds)
     except OSError as e:
         raise _ChildGone(f"container init {stub.pid} exited before {what!r}: {e}", e.errno) from e
 
 
-def _wait_for(stub: Stub, what: str | None, deadline: float) -> None:
-    """Read sync messages until {"sync": what}, or EOF when what is None, logging the child's logs."""
+def _wait_for(stub: Stub, steps: tuple[str, ...], deadline: float) -> str | None:
+    """Read sync messages, logging the child's logs, until one of steps (returned) or, when
+    steps is empty, EOF (None). A "console" message's pty master is kept in stub.console."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _SyncTimeout(f"container init {stub.pid} did not answer within {SYNC_TIMEOUT:g} s")
         stub.sync.settimeout(remaining)
         try:
-            message = recv_message(stub.sync)
+            message, fds = recv_message(stub.sync)
         except TimeoutError:
             continue
         except (OSError, ValueError) as e:
             raise StubError(f"container init {stub.pid}: reading the sync socket: {e}") from e
+        if message is not None and message.get("sync") == "console" and len(fds) == 1 and stub.console is None:
+            stub.console = fds[0]
+            fds = []
+        fdpass.close_all(fds)
         if message is None:
-            if what is None:
-                return
-            raise _ChildGone(f"container init {stub.pid} exited before it was {what}")
+            if not steps:
+                return None
+            raise _ChildGone(f"container init {stub.pid} exited before it was {steps[-1]}")
         if "log" in message:
             log.info("container %s init: %s", stub.container_id, message["log"])
         elif "error" in message:
             errno = message.get("errno")
             raise StubError(str(message["error"]), errno if isinstance(errno, int) else None)
-        elif what is not None and message.get("sync") == what:
-            return
+        elif message.get("sync") in steps:
+            return str(message["sync"])
         else:
             raise StubError(f"container init {stub.pid}: unexpected sync message {message!r:.80}")
+
+
+def _own_stdio(stdio: list[int], spec: ContainerSpec) -> None:
+    """Give stdio to the container's root, as runc's fixStdioPermissions does, so that the
+    program can reopen /proc/self/fd/N; /dev/null and other character devices stay the host's."""
+    uid = _host_id(spec.uid_mappings, 0)
+    gid = _host_id(spec.gid_mappings, 0)
+    if uid is None or gid is None:
+        return
+    for fd in stdio[:3]:
+        try:
+            if stat.S_ISCHR(os.fstat(fd).st_mode):
+                continue
+            os.fchown(fd, uid, gid)
+        except OSError as e:
+            log.debug("container %s: leaving fd %d's owner alone: %s", spec.bundle, fd, e)
+
+
+def _host_id(mappings: list[IdMapping], container_id: int) -> int | None:
+    for m in mappings:
+        if m.container_id <= container_id < m.container_id + m.size:
+            return m.host_id + container_id - m.container_id
+    return None
 
 
 def _write_id_maps(pid: int, spec: ContainerSpec) -> None:
@@ -261,23 +310,15 @@ def _plan(spec: ContainerSpec, container_id: str, stdio: list[int]) -> ChildPlan
     for key in spec.sysctl:
         _check_sysctl(key, clone_flags)
     process = spec.process
-    rlimits: list[tuple[int, int, int]] = []
     for limit in process.rlimits if process else []:
         if limit.type not in RLIMITS:
             raise InvalidArgument(f"unknown rlimit {limit.type!r}")
-        rlimits.append((RLIMITS[limit.type], limit.soft, limit.hard))
-    env: dict[str, str] = {}
-    for entry in process.env if process else []:
-        key, _, value = entry.partition("=")
-        env[key] = value
     return ChildPlan(
         spec=spec,
         container_id=container_id,
         stdio=list(stdio),
         clone_flags=clone_flags,
-        rlimits=rlimits,
         caps=_cap_sets(process),
-        env=env,
         seccomp=build_filter(),
     )
 

@@ -1,14 +1,18 @@
 """The container's init between clone and exec (child side of stub.launch).
 
 This module owns what runc's standard_init_linux.go does inside the new namespaces: the sync
-protocol with the parent (wait for "go", report "ready", wait for "run"), the fd layout, the
-filesystem setup (through mounts.py), and then credentials, capabilities, no_new_privs, the
-seccomp filter and exec. It only ever runs in a freshly cloned process that never returns to
-its caller's code: every path ends in exec or os._exit.
+protocol with the parent, the fd layout, the filesystem setup (through mounts.py), the
+createContainer and startContainer hooks, the container's terminal, and then credentials,
+capabilities, no_new_privs, the seccomp filter and exec. It only ever runs in a freshly cloned
+process that never returns to its caller's code: every path ends in exec or os._exit.
 
-The sync channel carries one JSON map per SOCK_SEQPACKET message: {"sync": "go" | "ready" |
-"run"}, {"log": text} for the parent to log, and {"error": text} for the failure that ends
-the child. The child's end is close-on-exec, so a successful exec reads as EOF.
+The sync channel carries one JSON map per SOCK_SEQPACKET message, in this order:
+parent "go"; child "hooks" and parent "hooks-done" (only when the spec has prestart or
+createRuntime hooks, which the parent runs once the mounts exist); child "console" with the
+pty master as SCM_RIGHTS (only for a terminal); child "ready"; parent "run" with the ExecPlan
+and the donated files as SCM_RIGHTS. Beside them the child sends {"log": text} for the parent
+to log and {"error": text} for the failure that ends it. The child's end is close-on-exec,
+so a successful exec reads as EOF.
 """
 
 from __future__ import annotations
@@ -21,43 +25,61 @@ import os
 import resource
 import signal
 import socket
+import struct
 import termios
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from common.messages.spec import ContainerSpec, ProcessSpec
-from services.platform import linux, mounts
+from common.messages.spec import ContainerSpec
+from services.platform import hooks, linux, mounts
 from services.platform.clone import CLONE_NEWCGROUP, CLONE_NEWUSER, CLONE_NEWUTS
+from services.platform.execplan import ExecPlan, resolve_binary, resolve_home
 from services.platform.filters import load_filter
 from services.platform.linux import CAPABILITIES, prctl
 from services.platform.mounts import SetupError, doing
 
 #: Largest sync message either side reads.
 MAX_SYNC_MESSAGE = 1 << 16
+#: Most fds one sync message may carry (the donated files of "run").
+MAX_SYNC_FDS = 64
 #: Exit status of a child whose exec failed (the shell's "command not found").
 EXEC_FAILED_STATUS = 127
 #: Signals Python ignores at start-up that a program expects at their defaults.
 _RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def send_message(sock: socket.socket, message: dict[str, Any]) -> None:
-    """Send one sync message."""
-    sock.send(json.dumps(message).encode())
+def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    """Send one sync message, with fds (still the caller's) as SCM_RIGHTS."""
+    data = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.send(data)
 
 
-def recv_message(sock: socket.socket) -> dict[str, Any] | None:
-    """Receive one sync message; None at EOF (the peer closed, died or exec'd)."""
+def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """Receive one sync message and the fds that came with it (the caller's, close-on-exec).
+
+    The message is None at EOF (the peer closed, died or exec'd).
+    """
     try:
-        data = sock.recv(MAX_SYNC_MESSAGE)
+        data, fds, flags, _ = socket.recv_fds(sock, MAX_SYNC_MESSAGE, MAX_SYNC_FDS, socket.MSG_CMSG_CLOEXEC)
     except ConnectionResetError:
         # A peer that dies with our message unread resets instead of closing.
-        return None
-    if not data:
-        return None
-    message = json.loads(data)
-    if not isinstance(message, dict):
-        raise ValueError(f"sync message is not a map: {data[:80]!r}")
-    return message
+        return None, []
+    try:
+        if flags & socket.MSG_CTRUNC:
+            raise ValueError(f"sync message carried more than {MAX_SYNC_FDS} fds")
+        if not data:
+            return None, fds
+        message = json.loads(data)
+        if not isinstance(message, dict):
+            raise ValueError(f"sync message is not a map: {data[:80]!r}")
+    except ValueError:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return message, fds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,7 +100,7 @@ class CapSets:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChildPlan:
-    """Everything the child needs, computed and validated by the parent before clone."""
+    """Everything the child needs before "run", computed and validated by the parent before clone."""
 
     #: The container's spec.
     spec: ContainerSpec
@@ -88,12 +110,8 @@ class ChildPlan:
     stdio: list[int]
     #: The CLONE_NEW* flags the child was cloned with.
     clone_flags: int
-    #: (RLIMIT_* number, soft, hard) to set.
-    rlimits: list[tuple[int, int, int]]
     #: Capability masks to apply.
     caps: CapSets
-    #: The environment for exec.
-    env: dict[str, str]
     #: The compiled seccomp filter (filters.build_filter).
     seccomp: bytes
 
@@ -124,16 +142,11 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
                 prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
         os.setsid()
         sock = _arrange_fds(sock, plan.stdio)
-        if plan.spec.process is not None and plan.spec.process.terminal:
-            with doing("making stdin the controlling terminal"):
-                # The caller passes a pty's slave as stdio; a new session leader claims it.
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        _setup(plan, lambda text: send_message(sock, {"log": text}))
+        _setup(plan, sock)
         send_message(sock, {"sync": "ready"})
-        _expect(sock, "run")
-        assert plan.spec.process is not None  # the parent never sends "run" without one
+        exec_plan, donated = _expect_run(sock)
         status = EXEC_FAILED_STATUS
-        _finalize(plan, plan.spec.process)
+        _finalize(plan, exec_plan, donated, sock)
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent, then _exit
         text = str(e) if isinstance(e, _ExecError) else f"container init: {str(e) or type(e).__name__}"
         err = getattr(e, "errno", None) or getattr(e.__cause__, "errno", None)
@@ -143,12 +156,33 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
         os._exit(status)
 
 
-def _expect(sock: socket.socket, what: str) -> None:
-    message = recv_message(sock)
+def _expect(sock: socket.socket, what: str) -> dict[str, Any]:
+    message, fds = recv_message(sock)
+    for fd in fds:
+        os.close(fd)  # only "run" carries files
     if message is None:
         os._exit(1)  # the parent died or gave up: nobody is left to tell
     if message.get("sync") != what:
         raise SetupError(f"waiting for {what!r}: got {message!r:.80}")
+    return message
+
+
+def _expect_run(sock: socket.socket) -> tuple[ExecPlan, list[int]]:
+    """Wait for "run"; the plan and the donated files (ours, close-on-exec)."""
+    message, fds = recv_message(sock)
+    if message is None:
+        os._exit(1)
+    try:
+        if message.get("sync") != "run":
+            raise SetupError(f"waiting for 'run': got {message.get('sync')!r:.80}")
+        plan = ExecPlan.from_message(message.get("plan"))
+        if len(fds) != len(plan.donated_fds):
+            raise SetupError(f"run: {len(fds)} files for {len(plan.donated_fds)} donated fds")
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return plan, fds
 
 
 def _reset_signal_handlers() -> None:
@@ -177,8 +211,38 @@ def _arrange_fds(sock: socket.socket, stdio: list[int]) -> socket.socket:
     return socket.socket(fileno=count)
 
 
-def _setup(plan: ChildPlan, log: mounts.LogFn) -> None:
-    """The filesystem, hostname, sysctls and cwd, in runc's order."""
+def _place_donated(sock: socket.socket, donated: list[int], targets: list[int]) -> socket.socket:
+    """Make donated[i] the guest fd targets[i]; the sync socket moves above them all."""
+    floor = max([*targets, *donated, sock.fileno()]) + 1
+    sync = socket.socket(fileno=fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, floor))
+    sock.close()
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in donated]
+    for fd in donated:
+        os.close(fd)
+    for fd, target in zip(high, targets, strict=True):
+        os.dup2(fd, target, inheritable=True)
+        os.close(fd)
+    return sync
+
+
+def hook_state(spec: ContainerSpec, container_id: str, status: str, pid: int) -> bytes:
+    """The OCI state a hook of this container reads on stdin."""
+    return hooks.oci_state(
+        oci_version=spec.oci_version,
+        cid=container_id,
+        status=status,
+        pid=pid,
+        bundle=spec.bundle,
+        annotations=spec.annotations,
+    )
+
+
+def _setup(plan: ChildPlan, sock: socket.socket) -> None:
+    """The filesystem, hooks, hostname, sysctls and terminal, in runc's order."""
+
+    def log(text: str) -> None:
+        send_message(sock, {"log": text})
+
     spec = plan.spec
     rootfs = os.path.realpath(spec.rootfs)
     mounts.prepare_root(rootfs)
@@ -189,6 +253,14 @@ def _setup(plan: ChildPlan, log: mounts.LogFn) -> None:
     if spec.process is not None:
         with doing(f"creating the working directory {spec.process.cwd}"):
             os.makedirs(mounts.secure_join(rootfs, spec.process.cwd), 0o755, exist_ok=True)
+    if spec.hooks.prestart or spec.hooks.create_runtime:
+        # runc's procHooks: the runtime's hooks see the namespaces and mounts, not yet the program.
+        send_message(sock, {"sync": "hooks"})
+        _expect(sock, "hooks-done")
+    # In the container's namespaces, before pivot_root: paths still resolve on the host.
+    hooks.run_hooks(
+        "createContainer", spec.hooks.create_container, hook_state(spec, plan.container_id, "creating", os.getpid())
+    )
     mounts.enter_rootfs(rootfs)
     if spec.hostname is not None:
         if plan.clone_flags & CLONE_NEWUTS:
@@ -204,19 +276,66 @@ def _setup(plan: ChildPlan, log: mounts.LogFn) -> None:
     if spec.rootfs_readonly:
         mounts.readonly_root()
     os.umask(0o022)
-    if spec.process is not None:
-        with doing(f"changing to the working directory {spec.process.cwd}"):
-            os.chdir(spec.process.cwd)
+    if spec.process is not None and spec.process.terminal:
+        master = _open_terminal()
+        try:
+            send_message(sock, {"sync": "console"}, [master])
+        finally:
+            os.close(master)
 
 
-def _finalize(plan: ChildPlan, process: ProcessSpec) -> NoReturn:
-    """After "run": limits, credentials, capabilities, no_new_privs, seccomp, exec."""
-    for number, soft, hard in plan.rlimits:
+def _open_terminal() -> int:
+    """A pty of the container's devpts: the replica becomes stdio and controlling terminal.
+
+    Returns the master, which the caller sends to the parent and closes.
+    """
+    with doing("allocating the container's terminal"):
+        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(master, linux.TIOCSPTLCK, struct.pack("i", 0))
+            (number,) = struct.unpack("I", fcntl.ioctl(master, linux.TIOCGPTN, b"\0\0\0\0"))
+            replica = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_CLOEXEC)
+        except BaseException:
+            os.close(master)
+            raise
+    try:
+        with doing("making the terminal the controlling terminal"):
+            for fd in (0, 1, 2):
+                os.dup2(replica, fd, inheritable=True)
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    finally:
+        os.close(replica)
+    return master
+
+
+def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], sock: socket.socket) -> NoReturn:
+    """After "run": donated fds, limits, startContainer hooks, credentials, capabilities,
+    no_new_privs, seccomp, exec."""
+    process = plan.spec.process
+    assert process is not None  # the parent never sends "run" without one
+    if donated:
+        with doing("placing the donated fds"):
+            sock = _place_donated(sock, donated, run.donated_fds)
+    with doing(f"changing to the working directory {run.wd}"):
+        os.chdir(run.wd)
+    env = resolve_home(run.env, run.uid) if run.resolve_home else run.env
+    filename = run.filename
+    if run.resolve_binary_path:
+        try:
+            filename = resolve_binary(filename, run.wd, env)
+        except OSError as e:
+            raise _ExecError(f"exec {filename}: {e.strerror or e}") from e
+    for number, soft, hard in run.rlimits:
         with doing(f"setting rlimit {number} to {soft}/{hard}"):
             resource.setrlimit(number, (soft, hard))
     if process.oom_score_adj is not None:
         with doing("setting oom_score_adj"), open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(process.oom_score_adj))
+    hooks.run_hooks(
+        "startContainer",
+        plan.spec.hooks.start_container,
+        hook_state(plan.spec, plan.container_id, "created", os.getpid()),
+    )
     caps = plan.caps
     with doing("dropping capabilities from the bounding set"):
         # Before setuid: PR_CAPBSET_DROP needs CAP_SETPCAP, which a non-root uid loses.
@@ -227,7 +346,7 @@ def _finalize(plan: ChildPlan, process: ProcessSpec) -> NoReturn:
     if early_seccomp:
         with doing("loading the seccomp filter"):
             load_filter(plan.seccomp)
-    _set_user(process)
+    _set_user(run.uid, run.gid, process.additional_gids)
     with doing("setting capabilities"):
         linux.capset(caps.effective, caps.permitted, caps.inheritable)
         prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
@@ -244,10 +363,17 @@ def _finalize(plan: ChildPlan, process: ProcessSpec) -> NoReturn:
         with doing("loading the seccomp filter"):
             load_filter(plan.seccomp)
     try:
-        os.execvpe(process.args[0], process.args, plan.env)
+        os.execve(filename, run.argv, _env_map(env))
     except OSError as e:
-        # Without the filename OSError adds: it is argv0 again, or a PATH entry it last tried.
-        raise _ExecError(f"exec {process.args[0]}: [Errno {e.errno}] {e.strerror}") from e
+        raise _ExecError(f"exec {filename}: [Errno {e.errno}] {e.strerror}") from e
+
+
+def _env_map(env: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for entry in env:
+        key, _, value = entry.partition("=")
+        result[key] = value
+    return result
 
 
 def _drop_bounding(keep: int) -> None:
@@ -262,19 +388,19 @@ def _drop_bounding(keep: int) -> None:
                 raise
 
 
-def _set_user(process: ProcessSpec) -> None:
+def _set_user(uid: int, gid: int, additional_gids: list[int]) -> None:
     """setgroups, setgid, setuid, keeping the permitted capabilities across the uid change."""
     with doing("keeping capabilities across setuid"):
         prctl(linux.PR_SET_KEEPCAPS, 1)
-    with doing(f"setting supplementary groups {process.additional_gids}"):
+    with doing(f"setting supplementary groups {additional_gids}"):
         if _setgroups_allowed():
-            os.setgroups(process.additional_gids)
-        elif process.additional_gids:
+            os.setgroups(additional_gids)
+        elif additional_gids:
             raise PermissionError("setgroups is denied in this user namespace")
-    with doing(f"setting gid {process.gid}"):
-        os.setresgid(process.gid, process.gid, process.gid)
-    with doing(f"setting uid {process.uid}"):
-        os.setresuid(process.uid, process.uid, process.uid)
+    with doing(f"setting gid {gid}"):
+        os.setresgid(gid, gid, gid)
+    with doing(f"setting uid {uid}"):
+        os.setresuid(uid, uid, uid)
     with doing("restoring the parent-death signal"):
         prctl(linux.PR_SET_KEEPCAPS, 0)
         prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a credential change cleared it

@@ -8,6 +8,7 @@ and the status, as gVisor's requireStatus does.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from common import wire
 from common.client import ServiceChannel
 from common.errors import ConflictError, NotFound
 from common.events import Publisher
-from common.messages.lifecycle import ContainerStatus
+from common.messages.lifecycle import ContainerStatus, StartRecord
 from common.messages.platform import TaskExit
 from common.messages.spec import ContainerSpec
 from common.rundir import RunDir
@@ -42,6 +43,8 @@ class Container:
     pid: int
     #: Exit code once stopped.
     exit_code: int | None = None
+    #: When the start request arrived and completed, once started.
+    started: StartRecord | None = None
 
     def require(self, action: str, *allowed: str) -> None:
         """Refuse action unless the container is in one of the allowed statuses."""
@@ -50,7 +53,9 @@ class Container:
 
     def snapshot(self) -> ContainerStatus:
         """The wire view of this container."""
-        return ContainerStatus(cid=self.cid, status=self.status, pid=self.pid, exit_code=self.exit_code)
+        return ContainerStatus(
+            cid=self.cid, status=self.status, pid=self.pid, exit_code=self.exit_code, started=self.started
+        )
 
 
 class Kernel:
@@ -61,6 +66,8 @@ class Kernel:
         self.publisher = publisher
         self.platform = ServiceChannel(run_dir.socket_path("platform"), PLATFORM_TIMEOUT)
         self.containers: dict[str, Container] = {}
+        #: Stops the service's loop (set by the server's setup).
+        self.shutdown: Callable[[], None] = lambda: None
 
     def get(self, cid: str) -> Container:
         """The container named cid."""

@@ -16,6 +16,7 @@ def setup(ctx: ServiceContext) -> None:
     """Publish container events, follow the platform's task exits, register Lifecycle."""
     publisher = Publisher(ctx.run_dir.events_endpoint)
     kernel = Kernel(ctx.run_dir, publisher)
+    kernel.shutdown = ctx.loop.stop
     tasks = Subscriber(ctx.run_dir.task_events_endpoint, ["task."])
 
     def on_task_event() -> None:

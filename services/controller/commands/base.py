@@ -55,6 +55,16 @@ def controller_call(
     The caller keeps ownership of fds. The fd channel needs no ZMQ import, so most commands
     start fast.
     """
+    result, out = controller_call_with_fds(obj, method, args, result_type, fds)
+    for fd in out:
+        os.close(fd)
+    return result
+
+
+def controller_call_with_fds(
+    obj: CliContext, method: str, args: object, result_type: type[R] | None = None, fds: list[int] | None = None
+) -> tuple[R, list[int]]:
+    """controller_call, returning the reply's files too; the caller owns and closes them."""
     from common.client import FdClient
     from common.rundir import RunDir
     from services.controller.services import ServiceManager
@@ -63,9 +73,7 @@ def controller_call(
     ServiceManager(run_dir, obj.root, obj.log_format, obj.debug).start()
     with FdClient(run_dir.socket_path("controller"), timeout=CALL_TIMEOUT) as client:
         result, out = client.call(method, args, result_type, fds)
-    for fd in out:
-        os.close(fd)
-    return cast(R, result)
+    return cast(R, result), out
 
 
 def wait_for_exit(obj: CliContext, cid: str) -> int:

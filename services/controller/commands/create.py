@@ -6,7 +6,13 @@ import os
 
 import click
 
-from services.controller.commands.base import CliContext, controller_call, stdio_fds, wait_for_exit, write_pid_file
+from services.controller.commands.base import (
+    CliContext,
+    controller_call_with_fds,
+    stdio_fds,
+    wait_for_exit,
+    write_pid_file,
+)
 
 
 def represent(obj: CliContext, cid: str, pid_file: str) -> None:
@@ -28,17 +34,55 @@ def represent(obj: CliContext, cid: str, pid_file: str) -> None:
     write_pid_file(pid_file, pid)
 
 
+def create_container(
+    obj: CliContext, cid: str, bundle: str, preserve_fds: int, console_socket: str | None, relay: bool = False
+) -> int | None:
+    """Create container cid; its terminal's pty master goes to console_socket, or, with relay,
+    back to the caller (who owns and closes it). None when there is no master to return.
+    """
+    from common.messages.containers import CreateArgs, CreateResult
+    from services.controller.console import send_console
+
+    args = CreateArgs(id=cid, bundle=os.path.abspath(bundle), console_socket=bool(console_socket), foreground=relay)
+    _, fds = controller_call_with_fds(obj, "Containers.Create", args, CreateResult, fds=stdio_fds(preserve_fds))
+    master = fds[0] if fds else None
+    for fd in fds[1:]:
+        os.close(fd)
+    if master is None or not console_socket:
+        return master
+    try:
+        send_console(console_socket, master)
+    finally:
+        os.close(master)  # the receiver holds its own copy now
+    return None
+
+
+def console_socket_option(fn: click.decorators.FC) -> click.decorators.FC:
+    """--console-socket, as runc's."""
+    return click.option(
+        "--console-socket",
+        type=click.Path(dir_okay=False),
+        help="Send the pty master of a terminal process to the AF_UNIX socket at PATH.",
+    )(fn)
+
+
 @click.command("create")
 @click.option("--bundle", "-b", default=".", type=click.Path(file_okay=False), help="Path to the bundle.")
 @click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the container's process id to FILE.")
+@console_socket_option
 @click.option("--preserve-fds", type=click.IntRange(min=0), default=0, help="Pass N more fds (3, 4, ...).")
 @click.argument("cid")
 @click.pass_obj
-def cli(obj: CliContext, bundle: str, pid_file: str | None, preserve_fds: int, cid: str) -> None:
+def cli(
+    obj: CliContext, bundle: str, pid_file: str | None, console_socket: str | None, preserve_fds: int, cid: str
+) -> None:
     """Create container CID from the bundle; `start` runs its program."""
-    from common.messages.containers import ContainerState, CreateArgs
+    from common.messages.containers import DeleteArgs
 
-    args = CreateArgs(id=cid, bundle=os.path.abspath(bundle))
-    controller_call(obj, "Containers.Create", args, ContainerState, fds=stdio_fds(preserve_fds))
+    create_container(obj, cid, bundle, preserve_fds, console_socket)
     if pid_file:
-        represent(obj, cid, os.path.abspath(pid_file))
+        try:
+            represent(obj, cid, os.path.abspath(pid_file))
+        except BaseException:
+            controller_call_with_fds(obj, "Containers.Delete", DeleteArgs(id=cid, force=True))
+            raise

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 
+from common.clock import now_rfc3339
 from common.errors import ConflictError
 from common.messages.lifecycle import (
     ContainerArgs,
     ContainerList,
     ContainerStatus,
     CreateContainerArgs,
+    CreateContainerResult,
     DeleteContainerArgs,
+    ExitStatus,
     ListContainersArgs,
+    RunningResult,
+    ShutdownArgs,
     SignalContainerArgs,
+    StartContainerArgs,
+    StartRecord,
 )
 from common.messages.platform import ContainerRef, LaunchArgs, LaunchResult, SignalArgs, StatsResult
 from services.sentry.kernel import CREATED, PAUSED, RUNNING, STOPPED, Container, Kernel
@@ -28,31 +35,67 @@ class Lifecycle:
     def __init__(self, kernel: Kernel) -> None:
         self._k = kernel
 
-    def create_container(self, args: CreateContainerArgs) -> ContainerStatus:
-        """Create the container's init through the platform; it waits for StartContainer."""
+    def create_container(self, args: CreateContainerArgs) -> CreateContainerResult:
+        """Create the container's init through the platform; it waits for StartContainer.
+
+        With a terminal, the result carries the pty master.
+        """
         old = self._k.containers.get(args.cid)
         if old is not None:
             raise ConflictError(f"container {args.cid!r} already exists")
-        launched = self._k.platform.call(
+        launched, fds = self._k.platform.call_with_fds(
             "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec), LaunchResult, fds=args.fds
         )
         ctr = Container(cid=args.cid, spec=args.spec, status=CREATED, pid=launched.pid)
         self._k.containers[args.cid] = ctr
         self._k.publish(ctr, "create")
-        return ctr.snapshot()
+        return CreateContainerResult(status=ctr.snapshot(), fds=fds)
 
-    def start_container(self, args: ContainerArgs) -> ContainerStatus:
-        """Let a created container's init exec its program."""
-        ctr = self._k.get(args.cid)
+    def start_container(self, args: StartContainerArgs) -> ContainerStatus:
+        """Let a created container's init exec the program args describe.
+
+        Publishes "start" with the times the request arrived and completed.
+        """
+        received = now_rfc3339()
+        log.debug("StartContainer: %r", args)  # repr leaves secret_envv out
+        ctr = self._k.get(args.container_id)
         ctr.require("start", CREATED)
         if ctr.spec.process is None:
-            raise ConflictError(f"cannot start container {args.cid!r}: its config has no process")
-        self._k.platform.call("Platform.Release", ContainerRef(cid=args.cid))
+            raise ConflictError(f"cannot start container {args.container_id!r}: its config has no process")
+        args.check()
+        self._k.platform.call("Platform.Release", args, fds=args.fds)
         # The init may already have run and exited (its exit event came during the call).
         if ctr.status == CREATED:
             ctr.status = RUNNING
+        ctr.started = StartRecord(request_received=received, request_completed=now_rfc3339())
         self._k.publish(ctr, "start")
         return ctr.snapshot()
+
+    def get_exit_status(self, args: ContainerArgs) -> ExitStatus:
+        """The exit code of a stopped container; refused while it has not exited."""
+        ctr = self._k.get(args.cid)
+        if ctr.status != STOPPED or ctr.exit_code is None:
+            raise ConflictError(f"container {args.cid!r} hasn't exited yet")
+        return ExitStatus(exit_code=ctr.exit_code)
+
+    def reap(self, args: ContainerArgs) -> None:
+        """Promise the caller an exit event: published again now if the container already stopped.
+
+        The caller subscribes first, then calls Reap, so that it cannot miss the exit.
+        """
+        ctr = self._k.get(args.cid)
+        if ctr.status == STOPPED:
+            self._k.publish(ctr, "exit")
+
+    def is_container_running(self, args: ContainerArgs) -> RunningResult:
+        """Whether the container is running; an unknown one is not."""
+        ctr = self._k.containers.get(args.cid)
+        return RunningResult(running=ctr is not None and ctr.status == RUNNING)
+
+    def shutdown(self, args: ShutdownArgs) -> None:
+        """Stop the sentry once this reply is sent (the services' supervisor decides what next)."""
+        log.info("shutdown requested")
+        self._k.shutdown()
 
     def signal_container(self, args: SignalContainerArgs) -> None:
         """Signal the init, or every process with the container frozen meanwhile."""

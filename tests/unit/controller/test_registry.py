@@ -72,7 +72,7 @@ def test_round_trip(reg: Registry) -> None:
         owner="alice",
         exit_status=None,
         config={"process": {"args": ["sh", "-c", "echo hi"]}, "namespaces": ["pid"]},
-        pid_file="/run/c1.pid",
+        started={"request_received": "2026-01-01T00:00:00.000000000Z", "request_completed": "2026-01-01T00:00:01.0Z"},
     )
     reg.add(rec)
     assert reg.get("c1") == rec
@@ -199,6 +199,27 @@ def test_corrupt_database_is_reported(root: Path) -> None:
     (root / "registry.db").write_bytes(b"this is not a database" * 100)
     with pytest.raises(RegistryError, match="registry .*registry.db"):
         Registry.open(str(root))
+
+
+def test_version_1_database_gains_the_started_column(root: Path) -> None:
+    root.mkdir(mode=0o700)
+    conn = sqlite3.connect(root / "registry.db")
+    conn.execute(
+        "CREATE TABLE containers (id TEXT PRIMARY KEY, bundle TEXT NOT NULL, rootfs TEXT NOT NULL,"
+        " status TEXT NOT NULL, pid INTEGER, created TEXT NOT NULL, annotations TEXT NOT NULL,"
+        " owner TEXT NOT NULL, exit_status INTEGER, config TEXT NOT NULL, pid_file TEXT)"
+    )
+    conn.execute(
+        "INSERT INTO containers VALUES ('old', '/b', '/b/rootfs', 'stopped', NULL,"
+        " '2026-01-01T00:00:00.000000000Z', '{}', 'root', 0, '{}', NULL)"
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Registry.open(str(root)) as reg:
+        assert reg.get("old").started is None
+        stamp = {"request_received": "a", "request_completed": "b"}
+        assert reg.update("old", started=stamp).started == stamp
 
 
 def test_newer_schema_is_refused(root: Path) -> None:

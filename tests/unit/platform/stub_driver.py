@@ -10,6 +10,7 @@ can check it does not reach the container.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,9 +18,11 @@ import signal
 import sys
 from typing import Any
 
-from common.messages.spec import ContainerSpec
+from common.messages.spec import ContainerSpec, ProcessSpec
 from common.wire import from_wire
+from services.controller.containers import start_args
 from services.platform import stub as stub_module
+from services.platform.execplan import plan_for
 from services.platform.stub import StubError, kill, launch, release
 
 
@@ -41,8 +44,8 @@ def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
 
     mode "before-setup" records the pid before_setup sees; "before-setup-fails" makes it raise;
     "before-setup-stop-child" stops the child there (SIGSTOP) and shortens the sync timeout
-    to 0.5 s; "before-setup-kill-child" kills it there. Mode "terminal" passes a pty's slave
-    as stdin.
+    to 0.5 s; "before-setup-kill-child" kills it there. Mode "terminal" copies the output of
+    the container's own pty to OUT. Mode "donate" donates OUT.donated as the guest's fd 7.
     """
     # Closed by the driver's exit; the container gets its own copies as 0, 1 and 2.
     out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -61,24 +64,40 @@ def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
         if mode.endswith("kill-child"):
             os.kill(pid, signal.SIGKILL)
 
-    stdin = devnull
-    if mode == "terminal":
-        _master, stdin = os.openpty()  # both closed by the driver's exit
     try:
-        stub = launch(spec, "test", [stdin, out, out], before_setup if mode.startswith("before") else None)
+        stub = launch(spec, "test", [devnull, out, out], before_setup if mode.startswith("before") else None)
     except (StubError, _Refused) as e:
         return {**result, "stage": "launch", "error": str(e), "children_left": _children_left()}
     result["pid"] = stub.pid
+    donated = []
+    if mode == "donate":
+        donated = [os.open(out_path + ".donated", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)]
+    process = spec.process or ProcessSpec(args=["true"])
+    plan = plan_for(dataclasses.replace(start_args("test", process), donated_fds=[7] * len(donated), fds=donated))
     try:
-        release(stub)
+        release(stub, plan, donated)
     except StubError as e:
         result.update(stage="release", error=str(e))
         if not stub.runnable:
             kill(stub)  # release left the child alone, as documented: undo the launch here
             return {**result, "children_left": _children_left()}
+    if stub.console is not None:
+        _copy_until_hangup(stub.console, out)
     _, status = os.waitpid(stub.pid, 0)
     result.update(status=status, exit_code=os.waitstatus_to_exitcode(status), children_left=_children_left())
     return result
+
+
+def _copy_until_hangup(master: int, out: int) -> None:
+    """Copy what the container writes on its terminal to out, until its side closes (EIO)."""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            return
+        if not data:
+            return
+        os.write(out, data.replace(b"\r\n", b"\n"))
 
 
 def main(argv: list[str]) -> None:

@@ -196,6 +196,12 @@ def test_terminal_becomes_the_controlling_tty(tmp_path: Path, rootfs: Path) -> N
     assert int(run.lines[1]) != 0  # tty_nr: the init's session has a controlling terminal
 
 
+def test_donated_file_is_the_guest_fd(tmp_path: Path, rootfs: Path) -> None:
+    run = ok(run_container(tmp_path, base_spec(rootfs, sh("echo donated >&7; ls /proc/self/fd")), mode="donate"))
+    assert (tmp_path / "container.out.donated").read_text() == "donated\n"
+    assert set(run.lines) <= {"0", "1", "2", "3", "7"}, run.lines
+
+
 def test_default_devices_and_links(tmp_path: Path, rootfs: Path) -> None:
     script = "for d in null zero full random urandom tty; do test -c /dev/$d || echo missing $d; done;"
     script += "for l in ptmx fd stdin; do readlink /dev/$l; done; echo x > /dev/null && head -c 3 /dev/zero | wc -c"
