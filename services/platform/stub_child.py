@@ -30,6 +30,8 @@ import termios
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from common import fdpass
+from common.errors import ZerovisorError
 from common.messages.spec import ContainerSpec
 from services.platform import hooks, linux, mounts
 from services.platform.clone import CLONE_NEWCGROUP, CLONE_NEWUSER, CLONE_NEWUTS
@@ -38,10 +40,6 @@ from services.platform.filters import load_filter
 from services.platform.linux import CAPABILITIES, prctl
 from services.platform.mounts import SetupError, doing
 
-#: Largest sync message either side reads.
-MAX_SYNC_MESSAGE = 1 << 16
-#: Most fds one sync message may carry (the donated files of "run").
-MAX_SYNC_FDS = 64
 #: Exit status of a child whose exec failed (the shell's "command not found").
 EXEC_FAILED_STATUS = 127
 #: Signals Python ignores at start-up that a program expects at their defaults.
@@ -50,11 +48,7 @@ _RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
     """Send one sync message, with fds (still the caller's) as SCM_RIGHTS."""
-    data = json.dumps(message).encode()
-    if fds:
-        socket.send_fds(sock, [data], fds)
-    else:
-        sock.send(data)
+    fdpass.send_frame(sock, json.dumps(message).encode(), fds)
 
 
 def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
@@ -63,21 +57,21 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]
     The message is None at EOF (the peer closed, died or exec'd).
     """
     try:
-        data, fds, flags, _ = socket.recv_fds(sock, MAX_SYNC_MESSAGE, MAX_SYNC_FDS, socket.MSG_CMSG_CLOEXEC)
+        data, fds = fdpass.recv_frame(sock)
     except ConnectionResetError:
         # A peer that dies with our message unread resets instead of closing.
         return None, []
+    except ZerovisorError as e:  # truncated: fdpass closed what arrived
+        raise ValueError(str(e)) from None
+    if not data:
+        fdpass.close_all(fds)
+        return None, []
     try:
-        if flags & socket.MSG_CTRUNC:
-            raise ValueError(f"sync message carried more than {MAX_SYNC_FDS} fds")
-        if not data:
-            return None, fds
         message = json.loads(data)
         if not isinstance(message, dict):
             raise ValueError(f"sync message is not a map: {data[:80]!r}")
     except ValueError:
-        for fd in fds:
-            os.close(fd)
+        fdpass.close_all(fds)
         raise
     return message, fds
 
