@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shlex
 import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.test_containers import Zerovisor, sh
+from tests.integration.zerovisor import Zerovisor, assert_no_such_container, cgroup_dirs, sh
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def zv(tmp_path: Path) -> Iterator[Zerovisor]:
-    z = Zerovisor(tmp_path / "root")
-    yield z
-    z("down", check=False)
 
 
 def run_holding_fds(zv: Zerovisor, files: list[Path], *args: str) -> subprocess.CompletedProcess[str]:
     """`controller *args` started by a caller that holds fds 3, 4, ... open on files."""
     redirects = " ".join(f"{fd}<>{shlex.quote(str(path))}" for fd, path in enumerate(files, 3))
-    argv = [sys.executable, "-m", "services.controller", "--root", str(zv.root), *args]
     return subprocess.run(
-        ["sh", "-c", f'exec "$@" {redirects}', "sh", *argv],
+        ["sh", "-c", f'exec "$@" {redirects}', "sh", *zv.argv(*args)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -61,48 +49,22 @@ def test_container_inherits_only_stdio_and_preserved_fds(zv: Zerovisor, tmp_path
     assert files[1].read_text() == files[2].read_text() == ""
 
 
-def cgroup_dirs(pid: int) -> dict[str, Path]:
-    """Controllers -> host directory, for each zerovisor cgroup pid is in (v1 and v2 alike)."""
-    mounts: list[tuple[set[str], str, str]] = []  # (controllers or {} for v2, mount root, mount point)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        fstype, options = fields[fields.index("-") + 1], fields[fields.index("-") + 3]
-        if fstype in ("cgroup", "cgroup2"):
-            mounts.append((set(options.split(",")) if fstype == "cgroup" else set(), fields[3], fields[4]))
-    dirs: dict[str, Path] = {}
-    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "/zerovisor/" not in path:
-            continue
-        wanted = set(controllers.split(",")) if controllers else set()
-        for have, root, point in mounts:
-            if (wanted <= have if wanted else not have) and (path + "/").startswith(root.rstrip("/") + "/"):
-                dirs[controllers] = Path(point, os.path.relpath(path, root))
-                break
-        else:
-            raise AssertionError(f"no mount for {line!r}")
-    return dirs
-
-
 def running_cgroups(zv: Zerovisor, cid: str) -> dict[str, Path]:
     state = zv.state(cid)
     assert state["status"] == "running" and isinstance(state["pid"], int)
-    dirs = cgroup_dirs(state["pid"])
-    instance = hashlib.sha256(os.fsencode(zv.root.resolve())).hexdigest()[:12]
+    dirs = cgroup_dirs(Path(f"/proc/{state['pid']}/cgroup").read_text())
     assert dirs, f"container {cid} is in no zerovisor cgroup"
     v1 = {c for key in dirs for c in key.split(",")}
     assert "" in dirs or {"memory", "pids", "freezer"} <= v1, dirs
     for path in dirs.values():
-        assert path.is_dir() and path.parts[-3:] == ("zerovisor", instance, cid), path
+        assert path.is_dir() and path.parts[-3:] == ("zerovisor", zv.instance, cid), path
     return dirs
 
 
 def assert_gone(zv: Zerovisor, cid: str, dirs: dict[str, Path]) -> None:
     left = [str(p) for p in dirs.values() if p.exists()]
     assert not left, f"delete left the cgroups of {cid}: {left}"
-    missing = zv("state", cid, check=False)
-    assert missing.returncode == 3, missing
-    assert f"container {cid} does not exist" in missing.stderr.replace("'", ""), missing.stderr
+    assert_no_such_container(zv, cid)
 
 
 def test_delete_removes_the_cgroups(zv: Zerovisor, tmp_path: Path) -> None:

@@ -5,64 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from tests.rootfs import make_bundle
+from tests.integration.zerovisor import Zerovisor, sh
 
 pytestmark = pytest.mark.integration
-
-
-class Zerovisor:
-    """The controller CLI on a root of this test's own; stops its services at teardown."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def __call__(
-        self, *args: str, check: bool = True, timeout: float = 120, stdin: int | None = subprocess.DEVNULL
-    ) -> subprocess.CompletedProcess[str]:
-        # Files, not pipes: a detached container keeps the stdio it inherited open, and a pipe
-        # would then never reach EOF (runc's callers use files or fifos for the same reason).
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            returncode = subprocess.run(
-                [sys.executable, "-m", "services.controller", "--root", str(self.root), *args],
-                stdout=out,
-                stderr=err,
-                timeout=timeout,
-                cwd=REPO,
-                stdin=stdin,
-                check=False,
-            ).returncode
-            out.seek(0)
-            err.seek(0)
-            proc = subprocess.CompletedProcess(args, returncode, out.read(), err.read())
-        if check and proc.returncode != 0:
-            raise AssertionError(f"controller {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def state(self, cid: str) -> dict[str, object]:
-        out = json.loads(self("state", cid).stdout)
-        assert isinstance(out, dict)
-        return out
-
-
-@pytest.fixture
-def zv(tmp_path: Path) -> Iterator[Zerovisor]:
-    z = Zerovisor(tmp_path / "root")
-    yield z
-    z("down", check=False)
-
-
-def sh(tmp_path: Path, script: str, name: str = "bundle", **overrides: object) -> Path:
-    """A bundle running `sh -c script`."""
-    return make_bundle(tmp_path / name, ["sh", "-c", script], **overrides)
 
 
 def test_run_prints_and_returns_exit_codes(zv: Zerovisor, tmp_path: Path) -> None:
@@ -71,17 +22,7 @@ def test_run_prints_and_returns_exit_codes(zv: Zerovisor, tmp_path: Path) -> Non
     assert zv("run", "-b", str(sh(tmp_path, "exit 3", "b3")), "c3", check=False).returncode == 3
     # An init cannot be killed from inside its own pid namespace: kill it from outside.
     runner = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "services.controller",
-            "--root",
-            str(zv.root),
-            "run",
-            "-b",
-            str(sh(tmp_path, "exec sleep 1000", "b9")),
-            "c9",
-        ],
+        zv.argv("run", "-b", str(sh(tmp_path, "exec sleep 1000", "b9")), "c9"),
         cwd=REPO,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_containers import Zerovisor, sh
+from tests.integration.zerovisor import Zerovisor, assert_no_such_container, cgroup_dirs, sh
 
 pytestmark = pytest.mark.integration
 
 #: Hooks get exactly the environment the config gives them: without PATH a script finds nothing.
 HOOK_ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
 ANNOTATIONS = {"org.zerovisor.test/hooks": "round-trip", "other": "two words"}
-
-
-@pytest.fixture
-def zv(tmp_path: Path) -> Iterator[Zerovisor]:
-    z = Zerovisor(tmp_path / "root")
-    yield z
-    z("down", check=False)
 
 
 def script(path: Path, body: str) -> str:
@@ -64,13 +55,9 @@ def log_entries(log: Path) -> list[tuple[str, dict[str, object]]]:
     return entries
 
 
-def instance(zv: Zerovisor) -> str:
-    return hashlib.sha256(os.fsencode(zv.root.resolve())).hexdigest()[:12]
-
-
 def container_pids(zv: Zerovisor, cid: str) -> list[int]:
     """Host pids of every process in one of the container's cgroups."""
-    needle = f"/zerovisor/{instance(zv)}/{cid}"
+    needle = f"/zerovisor/{zv.instance}/{cid}"
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -82,27 +69,6 @@ def container_pids(zv: Zerovisor, cid: str) -> list[int]:
         if any(line.split(":", 2)[2] == needle or needle + "/" in line for line in text.splitlines()):
             found.append(int(entry))
     return found
-
-
-def cgroup_dirs(proc_cgroup: str) -> list[Path]:
-    """The host directories of the zerovisor cgroups a /proc/PID/cgroup text names."""
-    mounts: list[tuple[set[str], str, str]] = []  # (controllers, or {} for v2; mount root; mount point)
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        fstype, options = fields[fields.index("-") + 1], fields[fields.index("-") + 3]
-        if fstype in ("cgroup", "cgroup2"):
-            mounts.append((set(options.split(",")) if fstype == "cgroup" else set(), fields[3], fields[4]))
-    dirs: list[Path] = []
-    for line in proc_cgroup.splitlines():
-        _, controllers, path = line.split(":", 2)
-        if "/zerovisor/" not in path:
-            continue
-        wanted = set(controllers.split(",")) if controllers else set()
-        for have, root, point in mounts:
-            if (wanted <= have if wanted else not have) and (path + "/").startswith(root.rstrip("/") + "/"):
-                dirs.append(Path(point, os.path.relpath(path, root)))
-                break
-    return dirs
 
 
 def test_every_phase_in_order_with_its_state(zv: Zerovisor, tmp_path: Path) -> None:
@@ -171,9 +137,7 @@ def test_every_phase_in_order_with_its_state(zv: Zerovisor, tmp_path: Path) -> N
 
 def assert_nothing_left(zv: Zerovisor, cid: str) -> None:
     assert json.loads(zv("list", "--format", "json").stdout) == []
-    missing = zv("state", cid, check=False)
-    assert missing.returncode == 3, missing
-    assert f"container {cid} does not exist" in missing.stderr.replace("'", ""), missing.stderr
+    assert_no_such_container(zv, cid)
     assert container_pids(zv, cid) == [], f"processes of {cid} outlived the failed create"
 
 
@@ -204,11 +168,11 @@ def test_failing_create_runtime_hook_fails_create_and_leaves_nothing(zv: Zerovis
     assert [phase for phase, _ in entries] == ["createRuntime"], "a hook ran after the failed one"
     init = entries[0][1]["pid"]
     assert isinstance(init, int)
-    dirs = cgroup_dirs(cgroups.read_text())
+    dirs = list(cgroup_dirs(cgroups.read_text()).values())
     assert dirs, f"the init was in no zerovisor cgroup: {cgroups.read_text()}"
     assert_nothing_left(zv, "refused")
     with contextlib.suppress(FileNotFoundError):  # the pid exists again only if it was reused
-        assert f"/zerovisor/{instance(zv)}/refused" not in Path(f"/proc/{init}/cgroup").read_text()
+        assert f"/zerovisor/{zv.instance}/refused" not in Path(f"/proc/{init}/cgroup").read_text()
     left = [str(d) for d in dirs if d.exists()]
     assert not left, f"the failed create left cgroups: {left}"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,11 @@ from common.messages.lifecycle import (
 )
 from common.rundir import RunDir
 from tests.conftest import nonblocking_pipe
-from tests.integration.test_containers import Zerovisor, sh
+from tests.integration.zerovisor import Zerovisor, sh
 
 pytestmark = pytest.mark.integration
 
 SECRET = "s3cr3t-value-never-logged"
-
-
-@pytest.fixture
-def zv(tmp_path: Path) -> Iterator[Zerovisor]:
-    z = Zerovisor(tmp_path / "root")
-    yield z
-    z("down", check=False)
 
 
 def sentry(zv: Zerovisor) -> FdClient:

@@ -9,7 +9,6 @@ import select
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,17 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.test_containers import Zerovisor, sh
+from tests.integration.zerovisor import Zerovisor, sh
 from tests.rootfs import make_bundle
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def zv(tmp_path: Path) -> Iterator[Zerovisor]:
-    z = Zerovisor(tmp_path / "root")
-    yield z
-    z("down", check=False)
 
 
 @pytest.fixture
@@ -142,7 +134,7 @@ def test_run_relays_the_terminal_to_its_own_stdio(zv: Zerovisor, tmp_path: Path)
     master, replica = os.openpty()
     try:
         cli = subprocess.Popen(
-            [sys.executable, "-m", "services.controller", "--root", str(zv.root), "run", "-b", str(bundle), "relay"],
+            zv.argv("run", "-b", str(bundle), "relay"),
             cwd=REPO,
             stdin=replica,
             stdout=replica,
