@@ -36,6 +36,8 @@ class ServiceContext:
     registry: Registry
     #: The main loop, for services that watch fds of their own.
     loop: ServiceLoop
+    #: The System domain, whose status the service may add details to.
+    system: System
     #: Debug logging was asked for (passed on to helper processes).
     debug: bool = False
 
@@ -53,10 +55,11 @@ def run_service(
     try:
         registry = Registry()
         dispatcher = Dispatcher(registry)
-        registry.register(System(service, str(rd.path), dispatcher))
+        system = System(service, str(rd.path), dispatcher)
+        registry.register(system)
         loop = ServiceLoop(service, rd, dispatcher)
         if setup is not None:
-            setup(ServiceContext(service, rd, registry, loop, debug))
+            setup(ServiceContext(service, rd, registry, loop, system, debug))
         loop.serve()
     finally:
         lock.release()

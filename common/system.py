@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 import common
 from common.messages.system import PingArgs, PingResult, StatusArgs, StatusResult
@@ -21,6 +23,8 @@ class System:
         self._dispatcher = dispatcher
         self._started_wall = time.time()
         self._started = time.monotonic()
+        #: What the service adds to its status (set by its set-up).
+        self.details: Callable[[], dict[str, Any]] = dict
 
     def ping(self, args: PingArgs) -> PingResult:
         """Answer if the main loop is alive; count (and let the dispatcher close) any fds sent."""
@@ -37,4 +41,5 @@ class System:
             requests=self._dispatcher.requests,
             errors=self._dispatcher.errors,
             run_dir=self._run_dir,
+            details=self.details(),
         )

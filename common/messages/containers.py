@@ -19,6 +19,8 @@ class CreateArgs:
     console_socket: bool = False
     #: The caller stays in the foreground and relays a terminal itself (`run` without -d).
     foreground: bool = False
+    #: Log every trapped syscall of the container in the sentry's log (runsc --strace).
+    strace: bool = False
     #: stdio and preserved fds for the init, sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from common.errors import InvalidArgument
 from common.limits import RLIMITS
+from common.messages.platform import StatsResult
 from common.messages.spec import ContainerSpec
 
 
@@ -17,6 +18,8 @@ class CreateContainerArgs:
     cid: str
     #: The validated container spec.
     spec: ContainerSpec
+    #: Log every trapped syscall of the container (runsc --strace).
+    strace: bool = False
     #: stdio and preserved fds for the init, sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
@@ -158,6 +161,16 @@ class DeleteContainerArgs:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListContainersArgs:
     """Arguments to Lifecycle.ListContainers (none)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerStats:
+    """Result of Lifecycle.Stats: the cgroup's counters and the sentry's own."""
+
+    #: cgroup counters from the platform.
+    cgroup: StatsResult
+    #: Trapped syscalls answered by the sentry, by family (open, path, system, exec).
+    syscalls: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,11 @@ class LaunchArgs:
     cid: str
     #: The validated container spec.
     spec: ContainerSpec
+    #: Return the trapped syscalls (filters.TRAPPED_SYSCALLS) to a supervisor: Release then
+    #: hands out the filter's listener, and the program's rootfs and bind mounts are
+    #: read-only to the kernel. The fork server may trap even when this is false (its
+    #: TRAP_BY_DEFAULT switch).
+    trap: bool = False
     #: stdio (0, 1, 2) and preserved fds (3, 4, ...), sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
@@ -26,6 +31,40 @@ class LaunchResult:
     #: Host pid of the container's init.
     pid: int
     #: The pty master when the process has a terminal, sent as SCM_RIGHTS.
+    fds: list[int] = field(default_factory=list, metadata={"wire": False})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseResult:
+    """Result of Release (which takes the sentry's StartContainerArgs).
+
+    For a trapping init it returns once the init has loaded its filter, before its exec,
+    which waits for the listener's holder to answer it; a later exec failure is only logged
+    and shows as exit status 127. Otherwise it returns once the init has exec'd.
+    """
+
+    #: Host pid of the container's init.
+    pid: int
+    #: The init's seccomp listener when it traps (the receiver's), else empty; sent as
+    #: SCM_RIGHTS. The platform keeps its own copy until the container is destroyed.
+    fds: list[int] = field(default_factory=list, metadata={"wire": False})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenersArgs:
+    """Arguments to Listeners: the seccomp listeners of live containers (for a restarted sentry)."""
+
+    #: Only these containers; empty means every container that has one.
+    cids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenersResult:
+    """Result of Listeners: fds[i] is the listener of container cids[i]."""
+
+    #: Container ids, in the order of fds.
+    cids: list[str]
+    #: One listener per container (the receiver's), sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,3 +51,5 @@ class StatusResult:
     errors: int
     #: The run directory the service serves.
     run_dir: str
+    #: What the service itself reports (the sentry: trapped syscalls per container and family).
+    details: dict[str, Any] = field(default_factory=dict)

@@ -27,6 +27,7 @@ from common.messages.containers import (
 from common.messages.lifecycle import (
     ContainerArgs,
     ContainerList,
+    ContainerStats,
     ContainerStatus,
     CreateContainerArgs,
     CreateContainerResult,
@@ -37,7 +38,6 @@ from common.messages.lifecycle import (
     StartContainerArgs,
     StartRecord,
 )
-from common.messages.platform import StatsResult
 from common.messages.spec import ContainerSpec, ProcessSpec
 from services.controller import oci
 from services.controller.registry import ContainerRecord, Registry, validate_id
@@ -117,7 +117,7 @@ class Containers:
         try:
             created, fds = self._sentry.call_with_fds(
                 "Lifecycle.CreateContainer",
-                CreateContainerArgs(cid=args.id, spec=spec),
+                CreateContainerArgs(cid=args.id, spec=spec, strace=args.strace),
                 CreateContainerResult,
                 args.fds,
             )
@@ -186,10 +186,10 @@ class Containers:
             self._sentry.call("Lifecycle.DeleteContainer", DeleteContainerArgs(cid=args.id, force=args.force))
         self._reg.remove(args.id)
 
-    def stats(self, args: IdArgs) -> StatsResult:
-        """cgroup counters of a live container."""
+    def stats(self, args: IdArgs) -> ContainerStats:
+        """cgroup counters and trapped-syscall counts of a live container."""
         self._require(args.id, "read statistics of", *LIVE)
-        result: StatsResult = self._sentry.call("Lifecycle.Stats", ContainerArgs(cid=args.id), StatsResult)
+        result: ContainerStats = self._sentry.call("Lifecycle.Stats", ContainerArgs(cid=args.id), ContainerStats)
         return result
 
     def _require(self, cid: str, action: str, *allowed: str) -> ContainerRecord:

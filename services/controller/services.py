@@ -16,8 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from common.errors import ServiceUnavailable
 from common.rundir import SERVICES, RunDir
@@ -46,6 +47,8 @@ class ServiceState:
     requests: int | None = None
     #: Requests it answered with an error, when it answered.
     errors: int | None = None
+    #: What the service reported of itself (the sentry: trapped syscalls by container and family).
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def service_argv(service: str, root: str) -> list[str]:
@@ -185,7 +188,9 @@ class ServiceManager:
             except ServiceUnavailable:
                 states.append(ServiceState(service, pid, "not responding"))
                 continue
-            states.append(ServiceState(service, st.pid, "running", st.uptime, st.version, st.requests, st.errors))
+            states.append(
+                ServiceState(service, st.pid, "running", st.uptime, st.version, st.requests, st.errors, st.details)
+            )
         return states
 
 

@@ -3,8 +3,12 @@
 This module owns the filter policy (FilterPolicy), its compilation to classic BPF with
 pyseccomp (build_filter) and the raw seccomp(2) load (load_filter). The filter is built for
 the native architecture only; any other architecture (a 32-bit `int 0x80`, x32) kills the
-process, because rules only cover the architectures present when they are added. Everything
-not listed is allowed; the trapped (NOTIFY) set joins the policy later.
+process, because rules only cover the architectures present when they are added.
+
+Three sets: the denied calls fail with EPERM in the kernel; the trapped calls
+(TRAPPED_SYSCALLS, SCMP_ACT_NOTIFY) wake the supervisor that holds the filter's listener fd
+(the sentry), which answers them; everything else runs natively. open and openat are trapped
+only when their flags ask for write, create or truncate: a read-only open stays native.
 """
 
 from __future__ import annotations
@@ -34,7 +38,16 @@ BPF_INSTRUCTION_SIZE = 8
 #: What a container never needs (after Docker's default profile and gVisor's host filters).
 DENIED_SYSCALLS: tuple[str, ...] = (
     "mount",
+    "umount",
     "umount2",
+    # The new mount API: mount by other means.
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "move_mount",
+    "open_tree",
+    "mount_setattr",
     "pivot_root",
     "ptrace",
     "process_vm_writev",
@@ -60,6 +73,7 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "name_to_handle_at",
     "lookup_dcookie",
     "quotactl",
+    "quotactl_fd",
     "syslog",
     "iopl",
     "ioperm",
@@ -74,6 +88,64 @@ DENIED_SYSCALLS: tuple[str, ...] = (
     "query_module",
     "nfsservctl",
     "uselib",
+    # ptrace's access check in other clothes.
+    "kcmp",
+    "pidfd_getfd",
+    # io_uring opens, renames and unlinks without a system call the filter could see.
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+)
+
+#: Calls whose flags (argument index) decide: trapped only when they ask for write, create or
+#: truncate. O_TMPFILE includes O_WRONLY or O_RDWR, so it is trapped too.
+FLAG_TRAPPED_SYSCALLS: dict[str, int] = {"open": 1, "openat": 2}
+
+#: Open flag bits that make an open or openat trapped (one rule per bit: rules are ORed).
+WRITE_OPEN_FLAGS: tuple[int, ...] = (os.O_WRONLY, os.O_RDWR, os.O_CREAT, os.O_TRUNC)
+
+#: Every call that is (or, for open and openat, may be) answered by the supervisor, by name;
+#: the sentry builds its handler table from it. Names this arch lacks are skipped.
+TRAPPED_SYSCALLS: tuple[str, ...] = (
+    *FLAG_TRAPPED_SYSCALLS,
+    # Its flags sit in memory the filter cannot read: always trapped.
+    "openat2",
+    "creat",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "rename",
+    "renameat",
+    "renameat2",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "chmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "lchown",
+    "fchownat",
+    "truncate",
+    "utime",
+    "utimes",
+    "futimesat",
+    # Also with a NULL path (it then acts on the fd): the sentry decides.
+    "utimensat",
+    "setxattr",
+    "lsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "uname",
+    "sethostname",
+    "sysinfo",
+    "execve",
+    "execveat",
 )
 
 
@@ -83,6 +155,12 @@ class FilterPolicy:
 
     #: Names that fail with EPERM. Names libseccomp does not know on this arch are skipped.
     denied: tuple[str, ...] = DENIED_SYSCALLS
+    #: Names returned to the supervisor (SCMP_ACT_NOTIFY); those in FLAG_TRAPPED_SYSCALLS only
+    #: when they open for write, create or truncate. Unknown names are skipped.
+    trapped: tuple[str, ...] = TRAPPED_SYSCALLS
+    #: False leaves the trapped set out (everything in it runs natively): for a program that
+    #: has no supervisor. With True the filter must be loaded with a listener that someone serves.
+    trap: bool = True
     #: clone(2) flag bits that make clone fail with EPERM when any of them is set.
     clone_denied_flags: int = CLONE_NAMESPACES
     #: clone3 fails with this errno: its flags sit in memory the filter cannot read, and
@@ -92,8 +170,10 @@ class FilterPolicy:
     bad_arch_action: int = field(default=pyseccomp.KILL_PROCESS)
 
 
-#: The policy every container gets today.
+#: The policy of a container served by the sentry.
 DEFAULT_POLICY = FilterPolicy()
+#: The same without the trapped set, for a container nobody supervises.
+UNTRAPPED_POLICY = FilterPolicy(trap=False)
 
 
 def _native(name: str) -> int:
@@ -106,6 +186,21 @@ def _native(name: str) -> int:
 @functools.lru_cache(maxsize=8)
 def build_filter(policy: FilterPolicy = DEFAULT_POLICY) -> bytes:
     """Compile policy to classic BPF (a sock_filter array) for load_filter; cached per policy."""
+    with tempfile.TemporaryFile() as out:
+        _compile(policy).export_bpf(out)
+        out.seek(0)
+        return out.read()
+
+
+def export_pfc(policy: FilterPolicy = DEFAULT_POLICY) -> str:
+    """The filter of policy as libseccomp's readable pseudo-filter code (for tests and debugging)."""
+    with tempfile.TemporaryFile() as out:
+        _compile(policy).export_pfc(out)
+        out.seek(0)
+        return out.read().decode()
+
+
+def _compile(policy: FilterPolicy) -> pyseccomp.SyscallFilter:
     filt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     # seccomp_init includes only the native arch; adding none keeps it so (see KERNEL-FACTS).
     filt.set_attr(pyseccomp.Attr.ACT_BADARCH, policy.bad_arch_action)
@@ -121,10 +216,21 @@ def build_filter(policy: FilterPolicy = DEFAULT_POLICY) -> bytes:
         bit <<= 1
     if _native("clone3") >= 0:
         filt.add_rule(pyseccomp.ERRNO(policy.clone3_errno), "clone3")
-    with tempfile.TemporaryFile() as out:
-        filt.export_bpf(out)
-        out.seek(0)
-        return out.read()
+    if policy.trap:
+        _add_trapped(filt, policy.trapped)
+    return filt
+
+
+def _add_trapped(filt: pyseccomp.SyscallFilter, names: tuple[str, ...]) -> None:
+    for name in names:
+        if _native(name) < 0:
+            continue
+        flags_arg = FLAG_TRAPPED_SYSCALLS.get(name)
+        if flags_arg is None:
+            filt.add_rule(pyseccomp.NOTIFY, name)
+            continue
+        for bit in WRITE_OPEN_FLAGS:
+            filt.add_rule(pyseccomp.NOTIFY, name, pyseccomp.Arg(flags_arg, pyseccomp.MASKED_EQ, bit, bit))
 
 
 class _SockFprog(ctypes.Structure):

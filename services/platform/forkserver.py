@@ -6,6 +6,12 @@ Dispatcher every service uses. Beside replies it sends unsolicited exit events
 (``{"v": 1, "event": "exit", "body": TaskExit}``) on that connection. Each exit is first written
 durably to ``$RUN/exits/<pid>.json`` so that a platform that was not listening can collect it.
 
+A trapping container's init hands its seccomp listener to Release, which returns a dup; the
+fork server keeps the original until Destroy (every descendant of the init shares the filter,
+and if the last holder closes it their trapped calls fail with ENOSYS for good) and hands out
+dups again with Listeners. After Release it also reads the init's sync socket until EOF (the
+exec), logging a late failure.
+
 Run as ``python -m services.platform.forkserver --socket-fd N --run-dir DIR``.
 """
 
@@ -33,7 +39,10 @@ from common.messages.platform import (
     ContainerRef,
     LaunchArgs,
     LaunchResult,
+    ListenersArgs,
+    ListenersResult,
     PidsResult,
+    ReleaseResult,
     SignalArgs,
     StatsResult,
     TaskExit,
@@ -47,6 +56,10 @@ from services.platform.execplan import plan_for
 from services.platform.stub_child import hook_state
 
 log = logging.getLogger(__name__)
+
+#: Every container traps (filters.TRAPPED_SYSCALLS go to the sentry), not only those whose
+#: LaunchArgs ask for it. Off until the sentry serves the notifications.
+TRAP_BY_DEFAULT = False
 
 
 def exit_code(status: int) -> int:
@@ -75,7 +88,9 @@ class ForkServer:
 
     domain = "ForkServer"
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, poller: select.poll | None = None) -> None:
+        #: Where the sync sockets of released inits are watched (serve's poll set).
+        self.poller = poller
         self.exits_dir = run_dir / "exits"
         self.exits_dir.mkdir(mode=0o700, exist_ok=True)
         self.tasks: dict[str, Task] = {}
@@ -84,6 +99,11 @@ class ForkServer:
         self.cgroups: dict[str, Cgroup] = {}
         #: The spec of every container with a cgroup, for its poststart and poststop hooks.
         self.specs: dict[str, ContainerSpec] = {}
+        #: The seccomp listener of every trapping container, kept until Destroy (not only
+        #: while its init lives: the init's descendants share the filter).
+        self.listener_fds: dict[str, int] = {}
+        #: Sync sockets of released trapping inits, by fd, read until EOF for late failures.
+        self.late: dict[int, stubs.Stub] = {}
 
     def launch(self, args: LaunchArgs) -> LaunchResult:
         """Create the init of a container; it waits, set up, for release()."""
@@ -91,7 +111,8 @@ class ForkServer:
             raise ConflictError(f"container {args.cid!r} already has a task")
         cgroup = Cgroup.create(args.spec.cgroups_path or f"{self.instance}/{args.cid}", args.spec.resources)
         try:
-            stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=cgroup.add)
+            trap = TRAP_BY_DEFAULT or args.trap
+            stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=cgroup.add, trap=trap)
         except BaseException:
             cgroup.destroy()
             raise
@@ -102,17 +123,56 @@ class ForkServer:
         # The Dispatcher sends the master on and closes our copy.
         return LaunchResult(pid=stub.pid, fds=[console] if console is not None else [])
 
-    def release(self, args: StartContainerArgs) -> None:
-        """Let a launched init exec the program args describe, then run the poststart hooks."""
+    def release(self, args: StartContainerArgs) -> ReleaseResult:
+        """Let a launched init exec the program args describe, then run the poststart hooks.
+
+        A trapping init's listener comes back as a dup; the fork server keeps the original.
+        """
         task = self._task(args.container_id)
         if task.stub is None:
             raise ConflictError(f"container {args.container_id!r} was already started")
         plan = plan_for(args)
         stub, task.stub = task.stub, None
-        stubs.release(stub, plan, args.fds)
+        listener = stubs.release(stub, plan, args.fds)
+        if listener is not None:
+            self.listener_fds[args.container_id] = listener
+            self._watch(stub)
         spec = self.specs[args.container_id]
         state = hook_state(spec, args.container_id, "running", task.pid)
         hooks.run_hooks_warn("poststart", spec.hooks.poststart, state, log)
+        # The Dispatcher sends the dup on and closes it.
+        return ReleaseResult(pid=task.pid, fds=[os.dup(listener)] if listener is not None else [])
+
+    def listeners(self, args: ListenersArgs) -> ListenersResult:
+        """A dup of the listener of every trapping container (of args.cids, if given)."""
+        cids = [cid for cid in self.listener_fds if not args.cids or cid in args.cids]
+        fds: list[int] = []
+        try:
+            for cid in cids:
+                fds.append(os.dup(self.listener_fds[cid]))
+        except BaseException:
+            fdpass.close_all(fds)
+            raise
+        return ListenersResult(cids=cids, fds=fds)
+
+    def _read_late(self, fd: int) -> None:
+        """The sync socket fd of a released init is readable: log what it says, drop it at EOF."""
+        stub = self.late.get(fd)
+        if stub is not None and not stubs.read_late(stub):
+            self._unwatch(fd)
+
+    def _watch(self, stub: stubs.Stub) -> None:
+        # Non-blocking: a stale poll event must never hang the fork server on a read.
+        stub.sync.setblocking(False)
+        self.late[stub.sync.fileno()] = stub
+        if self.poller is not None:
+            self.poller.register(stub.sync.fileno(), select.POLLIN)
+
+    def _unwatch(self, fd: int) -> None:
+        stub = self.late.pop(fd)
+        if self.poller is not None:
+            self.poller.unregister(fd)
+        stub.sync.close()
 
     def signal(self, args: SignalArgs) -> None:
         """Signal the init, or every process of the container with its cgroup frozen meanwhile."""
@@ -166,8 +226,16 @@ class ForkServer:
         task = self.tasks.pop(cid, None)
         if task is not None and task.stub is not None:
             task.stub.sync.close()
-        if cgroup is not None:
-            cgroup.destroy()
+        for fd in [fd for fd, stub in self.late.items() if stub.container_id == cid]:
+            self._unwatch(fd)
+        listener = self.listener_fds.pop(cid, None)
+        try:
+            if cgroup is not None:
+                cgroup.destroy()
+        finally:
+            if listener is not None:
+                # Once the cgroup is gone so are the tasks: no trapped call is left to answer.
+                os.close(listener)
         return spec
 
     def _task(self, cid: str) -> Task:
@@ -241,7 +309,8 @@ def encode_event(event: str, body: object) -> bytes:
 
 def serve(conn: socket.socket, run_dir: Path) -> None:
     """Answer the platform on conn and report exits until the platform hangs up."""
-    server = ForkServer(run_dir)
+    poller = select.poll()
+    server = ForkServer(run_dir, poller)
     registry = Registry()
     registry.register(server)
     dispatcher = Dispatcher(registry)
@@ -249,7 +318,6 @@ def serve(conn: socket.socket, run_dir: Path) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the platform's death, not a signal, ends us
-    poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
     poller.register(wake_r, select.POLLIN)
     while True:
@@ -261,6 +329,11 @@ def serve(conn: socket.socket, run_dir: Path) -> None:
                 except BlockingIOError:
                     pass
                 continue
+            if fd in server.late:
+                server._read_late(fd)
+                continue
+            if fd != conn.fileno():
+                continue  # a late socket dropped while this batch was pending
             frame, fds = fdpass.recv_frame(conn)
             if not frame and not fds:
                 log.info("platform hung up; fork server exits")

@@ -23,7 +23,10 @@ from common.messages.platform import (
     ContainerRef,
     LaunchArgs,
     LaunchResult,
+    ListenersArgs,
+    ListenersResult,
     PidsResult,
+    ReleaseResult,
     SignalArgs,
     StatsResult,
     TaskExit,
@@ -149,9 +152,27 @@ class Platform:
             fdpass.close_all(fds)
             raise
 
-    def release(self, args: StartContainerArgs) -> None:
-        """Let the init exec the program args describe."""
-        self._fs.call("ForkServer.Release", args, fds=args.fds)
+    def release(self, args: StartContainerArgs) -> ReleaseResult:
+        """Let the init exec the program args describe; a trapping init's listener comes back
+        (the fork server keeps its own copy)."""
+        result, fds = self._fs.call_with_fds("ForkServer.Release", args, fds=args.fds)
+        try:
+            return dataclasses.replace(wire.from_wire(ReleaseResult, result), fds=fds)
+        except BaseException:
+            fdpass.close_all(fds)
+            raise
+
+    def listeners(self, args: ListenersArgs) -> ListenersResult:
+        """The seccomp listener of every trapping container (for a sentry that restarted)."""
+        result, fds = self._fs.call_with_fds("ForkServer.Listeners", args)
+        try:
+            listeners = dataclasses.replace(wire.from_wire(ListenersResult, result), fds=fds)
+            if len(listeners.fds) != len(listeners.cids):
+                raise MessageError(f"fork server sent {len(fds)} listeners for {len(listeners.cids)} containers")
+        except BaseException:
+            fdpass.close_all(fds)
+            raise
+        return listeners
 
     def signal(self, args: SignalArgs) -> None:
         """Signal the init or every process of the container."""

@@ -6,6 +6,10 @@ until the child has built the container's filesystem and reports ready (runc's p
 release tells it to run (procRun), after which the child sets credentials, capabilities and
 the seccomp filter and execs the program. The child half is stub_child.py.
 
+A trapping init (launch(trap=True)) loads its filter with a listener and sends that back
+before it execs; the exec is itself trapped, so release returns the listener as soon as it
+arrives and leaves the sync socket to the caller, who reads it with read_late until EOF.
+
 Only for single-threaded callers: launch forks (see clone.clone_process).
 """
 
@@ -23,46 +27,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from common import fdpass
-from common.errors import ErrCode, InvalidArgument, ZerovisorError
-from common.limits import RLIMITS
-from common.messages.spec import ContainerSpec, IdMapping, ProcessSpec
+from common.errors import ErrCode, ZerovisorError
+from common.messages.spec import ContainerSpec, IdMapping
 from services.platform import hooks
-from services.platform.clone import (
-    CLONE_NEWIPC,
-    CLONE_NEWNET,
-    CLONE_NEWNS,
-    CLONE_NEWUSER,
-    CLONE_NEWUTS,
-    clone_process,
-    namespace_flags,
-)
+from services.platform.clone import CLONE_NEWUSER, clone_process
 from services.platform.execplan import ExecPlan
-from services.platform.filters import build_filter
-from services.platform.linux import CAPABILITIES
-from services.platform.stub_child import CapSets, ChildPlan, child_main, hook_state, recv_message, send_message
+from services.platform.stub_child import child_main, hook_state
+from services.platform.stub_io import recv_message, send_message
+from services.platform.stub_plan import child_plan
 
 log = logging.getLogger(__name__)
 
 #: Seconds launch waits for "ready" and release for the exec, before killing the child.
 SYNC_TIMEOUT = 30.0
-
-#: runc's default capabilities, kept when the spec sets none.
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
 
 
 class StubError(ZerovisorError):
@@ -102,6 +79,8 @@ class Stub:
     runnable: bool = True
     #: The pty master of a terminal process, owned by the caller (None without a terminal).
     console: int | None = None
+    #: The filter traps: release returns its listener before the exec.
+    trap: bool = False
 
 
 def launch(
@@ -109,10 +88,14 @@ def launch(
     container_id: str,
     stdio: list[int],
     before_setup: Callable[[int], None] | None = None,
+    trap: bool = True,
 ) -> Stub:
     """Clone the container's init and wait until its filesystem is ready.
 
     stdio[i] becomes the init's fd i; the caller keeps (and closes) its own copies.
+    With trap the filter returns the trapped calls to a supervisor (release hands out the
+    listener) and the rootfs and bind mounts are read-only to the program; trap=False is
+    for callers that cannot serve notifications (tests, tools).
     before_setup(pid) runs in the parent once the child exists, before it does anything (the
     fork server puts it into its cgroup there). Raises InvalidArgument for a spec this code
     cannot run, StubError when the child fails or does not answer within SYNC_TIMEOUT; the
@@ -120,7 +103,7 @@ def launch(
     after the same cleanup. On success the caller owns the returned Stub: it must release()
     it or kill it, and reap its pid.
     """
-    plan = _plan(spec, container_id, stdio)
+    plan = child_plan(spec, container_id, stdio, trap)
     # Both ends close on exec: the child's end is how the parent sees that exec happened.
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:
@@ -132,7 +115,7 @@ def launch(
     if pid == 0:
         child_main(child_end, parent_end, plan)
     child_end.close()
-    stub = Stub(pid=pid, sync=parent_end, container_id=container_id, runnable=spec.process is not None)
+    stub = Stub(pid=pid, sync=parent_end, container_id=container_id, runnable=spec.process is not None, trap=trap)
     try:
         if plan.clone_flags & CLONE_NEWUSER:
             _write_id_maps(pid, spec)
@@ -141,7 +124,7 @@ def launch(
             before_setup(pid)
         _send(stub, "go")
         deadline = time.monotonic() + SYNC_TIMEOUT
-        while (step := _wait_for(stub, ("hooks", "console", "ready"), deadline)) != "ready":
+        while (step := _wait_for(stub, ("hooks", "console", "ready"), deadline)[0]) != "ready":
             if step == "hooks":
                 # The child waits meanwhile; the hooks' own timeouts bound this, not ours.
                 state = hook_state(spec, container_id, "creating", pid)
@@ -159,30 +142,73 @@ def launch(
     return stub
 
 
-def release(stub: Stub, plan: ExecPlan, fds: list[int] | None = None) -> None:
-    """Let the init run plan's program with fds (still the caller's) as the donated files;
-    return once it has exec'd.
+def release(stub: Stub, plan: ExecPlan, fds: list[int] | None = None) -> int | None:
+    """Let the init run plan's program with fds (still the caller's) as the donated files.
 
-    Closes stub.sync. Raises StubError when the child reports a failure (e.g. "exec ls: ...",
-    after which it exits 127), is already gone, or does not exec within SYNC_TIMEOUT (it is
-    then killed). The caller reaps the child in every case. A child that dies on its own
-    while it runs the last steps also reads as a successful exec (EOF): its wait status
-    tells the rest.
+    Without trap: returns None once the init has exec'd, and closes stub.sync. A child that
+    dies on its own while it runs the last steps also reads as a successful exec (EOF): its
+    wait status tells the rest.
+
+    With trap: returns the filter's listener fd (the caller's) as soon as the init sends it,
+    before its exec, which the listener's holder must answer. stub.sync stays open and the
+    caller's: a later failure (exec, or setuid when the filter went early) arrives there
+    as {"error"}; read it with read_late until EOF, then close it.
+
+    Raises StubError when the child reports a failure before that point (e.g. "exec ls: ...",
+    for a binary that does not resolve; it then exits 127), is already gone, or does not
+    answer within SYNC_TIMEOUT (it is then killed); stub.sync is then closed. The caller
+    reaps the child in every case.
 
     A stub whose spec has no process is refused with StubError before anything is sent; the
     child and stub.sync stay the caller's.
     """
     if not stub.runnable:
         raise StubError("container has no process")
+    listener = None
     try:
         _send(stub, "run", {"plan": plan.to_message()}, fds)
-        _wait_for(stub, (), time.monotonic() + SYNC_TIMEOUT)
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        if stub.trap:
+            _, received = _wait_for(stub, ("listener",), deadline, keep_fds=True)
+            if len(received) != 1:
+                fdpass.close_all(received)
+                raise StubError(f"container init {stub.pid}: 'listener' came with {len(received)} files")
+            listener = received[0]
+        else:
+            _wait_for(stub, (), deadline)
     except _SyncTimeout:
         _signal(stub.pid, signal.SIGKILL)
         raise
     finally:
-        stub.sync.close()
-    log.debug("container %s: init %d exec'd", stub.container_id, stub.pid)
+        if listener is None:
+            stub.sync.close()
+    if listener is None:
+        log.debug("container %s: init %d exec'd", stub.container_id, stub.pid)
+        return None
+    stub.sync.settimeout(None)
+    log.debug("container %s: init %d sent its listener", stub.container_id, stub.pid)
+    return listener
+
+
+def read_late(stub: Stub) -> bool:
+    """Read one message from a released trapping init's sync socket and log it.
+
+    For a caller that polls stub.sync after release: returns False at EOF (the init exec'd
+    or died), when stub.sync should be closed.
+    """
+    try:
+        message, fds = recv_message(stub.sync)
+    except BlockingIOError:
+        return True  # a non-blocking socket with nothing yet
+    except (OSError, ValueError) as e:
+        log.warning("container %s: init %d: reading the sync socket: %s", stub.container_id, stub.pid, e)
+        return False
+    fdpass.close_all(fds)
+    if message is None:
+        return False
+    text = message.get("log", message.get("error", message))
+    log.warning("container %s init %d: %s", stub.container_id, stub.pid, text)
+    return True
 
 
 def kill(stub: Stub) -> int | None:
@@ -221,9 +247,12 @@ def _send(stub: Stub, what: str, extra: dict[str, Any] | None = None, fds: list[
         raise _ChildGone(f"container init {stub.pid} exited before {what!r}: {e}", e.errno) from e
 
 
-def _wait_for(stub: Stub, steps: tuple[str, ...], deadline: float) -> str | None:
-    """Read sync messages, logging the child's logs, until one of steps (returned) or, when
-    steps is empty, EOF (None). A "console" message's pty master is kept in stub.console."""
+def _wait_for(
+    stub: Stub, steps: tuple[str, ...], deadline: float, keep_fds: bool = False
+) -> tuple[str | None, list[int]]:
+    """Read sync messages, logging the child's logs, until one of steps or, when steps is
+    empty, EOF (None). Returns the step and, with keep_fds, the files that came with it (the
+    caller's; else they are closed). A "console" message's pty master goes to stub.console."""
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -238,10 +267,12 @@ def _wait_for(stub: Stub, steps: tuple[str, ...], deadline: float) -> str | None
         if message is not None and message.get("sync") == "console" and len(fds) == 1 and stub.console is None:
             stub.console = fds[0]
             fds = []
+        if keep_fds and message is not None and message.get("sync") in steps and message.keys() == {"sync"}:
+            return str(message["sync"]), fds
         fdpass.close_all(fds)
         if message is None:
             if not steps:
-                return None
+                return None, []
             raise _ChildGone(f"container init {stub.pid} exited before it was {steps[-1]}")
         if "log" in message:
             log.info("container %s init: %s", stub.container_id, message["log"])
@@ -249,7 +280,7 @@ def _wait_for(stub: Stub, steps: tuple[str, ...], deadline: float) -> str | None
             errno = message.get("errno")
             raise StubError(str(message["error"]), errno if isinstance(errno, int) else None)
         elif message.get("sync") in steps:
-            return str(message["sync"])
+            return str(message["sync"]), []
         else:
             raise StubError(f"container init {stub.pid}: unexpected sync message {message!r:.80}")
 
@@ -295,74 +326,3 @@ def _write_proc(pid: int, name: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
-
-
-def _plan(spec: ContainerSpec, container_id: str, stdio: list[int]) -> ChildPlan:
-    """Validate spec for this code and precompute all the child needs (nothing fails there)."""
-    try:
-        clone_flags = namespace_flags(spec.namespaces)
-    except ValueError as e:
-        raise InvalidArgument(str(e)) from None
-    if not clone_flags & CLONE_NEWNS:
-        raise InvalidArgument("a container needs a mount namespace")
-    if clone_flags & CLONE_NEWUSER and not (spec.uid_mappings and spec.gid_mappings):
-        raise InvalidArgument("a user namespace needs uid and gid mappings")
-    for key in spec.sysctl:
-        _check_sysctl(key, clone_flags)
-    process = spec.process
-    for limit in process.rlimits if process else []:
-        if limit.type not in RLIMITS:
-            raise InvalidArgument(f"unknown rlimit {limit.type!r}")
-    return ChildPlan(
-        spec=spec,
-        container_id=container_id,
-        stdio=list(stdio),
-        clone_flags=clone_flags,
-        caps=_cap_sets(process),
-        seccomp=build_filter(),
-    )
-
-
-#: sysctls of the IPC namespace (runc's validator list).
-_IPC_SYSCTLS = frozenset(
-    {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax"}
-    | {"kernel.shmmni", "kernel.shm_rmid_forced"}
-)
-
-
-def _check_sysctl(key: str, clone_flags: int) -> None:
-    """Refuse a sysctl that the container's namespaces do not make private (it would be the host's)."""
-    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
-        needed, name = CLONE_NEWIPC, "ipc"
-    elif key.startswith("net."):
-        needed, name = CLONE_NEWNET, "network"
-    elif key in ("kernel.hostname", "kernel.domainname"):
-        needed, name = CLONE_NEWUTS, "uts"
-    else:
-        raise InvalidArgument(f"sysctl {key!r} is not namespaced: it would change the host")
-    if not clone_flags & needed:
-        raise InvalidArgument(f"sysctl {key!r} needs its own {name} namespace")
-
-
-def _mask(names: list[str] | tuple[str, ...]) -> int:
-    mask = 0
-    for name in names:
-        if name not in CAPABILITIES:
-            raise InvalidArgument(f"unknown capability {name!r}")
-        mask |= 1 << CAPABILITIES[name]
-    return mask
-
-
-def _cap_sets(process: ProcessSpec | None) -> CapSets:
-    caps = process.capabilities if process else None
-    if caps is None:
-        default = _mask(DEFAULT_CAPABILITIES)
-        return CapSets(bounding=default, effective=default, permitted=default, inheritable=0)
-    _mask(caps.ambient)
-    return CapSets(
-        bounding=_mask(caps.bounding),
-        effective=_mask(caps.effective),
-        permitted=_mask(caps.permitted),
-        inheritable=_mask(caps.inheritable),
-        ambient=[CAPABILITIES[name] for name in caps.ambient],
-    )

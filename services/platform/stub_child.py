@@ -1,79 +1,50 @@
 """The container's init between clone and exec (child side of stub.launch).
 
 This module owns what runc's standard_init_linux.go does inside the new namespaces: the sync
-protocol with the parent, the fd layout, the filesystem setup (through mounts.py), the
-createContainer and startContainer hooks, the container's terminal, and then credentials,
-capabilities, no_new_privs, the seccomp filter and exec. It only ever runs in a freshly cloned
-process that never returns to its caller's code: every path ends in exec or os._exit.
+protocol with the parent, the fd layout and the container's terminal (through stub_io.py),
+the filesystem setup (through mounts.py), the createContainer and startContainer hooks, and
+then credentials, capabilities, no_new_privs, the seccomp filter and exec. It only ever runs
+in a freshly cloned process that never returns to its caller's code: every path ends in exec
+or os._exit.
 
 The sync channel carries one JSON map per SOCK_SEQPACKET message, in this order:
 parent "go"; child "hooks" and parent "hooks-done" (only when the spec has prestart or
 createRuntime hooks, which the parent runs once the mounts exist); child "console" with the
 pty master as SCM_RIGHTS (only for a terminal); child "ready"; parent "run" with the ExecPlan
-and the donated files as SCM_RIGHTS. Beside them the child sends {"log": text} for the parent
-to log and {"error": text} for the failure that ends it. The child's end is close-on-exec,
-so a successful exec reads as EOF.
+and the donated files as SCM_RIGHTS; when the plan traps, child "listener" with the seccomp
+listener fd as SCM_RIGHTS, sent right after the filter is loaded (nothing in between may be a
+trapped call: nobody could answer it yet). Beside them the child sends {"log": text} for the
+parent to log and {"error": text} for the failure that ends it. The child's end is
+close-on-exec, so a successful exec reads as EOF. The exec itself is trapped, so once the
+listener is sent the parent stops waiting: a later failure is also written to the child's
+stderr ("exec failed: ..."), as runc does, and the parent only logs the {"error"}.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import json
 import os
 import resource
 import signal
 import socket
-import struct
-import termios
+import stat
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from common import fdpass
-from common.errors import ZerovisorError
 from common.messages.spec import ContainerSpec
 from services.platform import hooks, linux, mounts
 from services.platform.clone import CLONE_NEWCGROUP, CLONE_NEWUSER, CLONE_NEWUTS
 from services.platform.execplan import ExecPlan, resolve_binary, resolve_home
-from services.platform.filters import load_filter
-from services.platform.linux import CAPABILITIES, prctl
+from services.platform.filters import SECCOMP_FILTER_FLAG_NEW_LISTENER, load_filter
+from services.platform.linux import CAPABILITIES, MS_RDONLY, prctl
 from services.platform.mounts import SetupError, doing
+from services.platform.stub_io import arrange_fds, open_terminal, place_donated, recv_message, send_message
 
 #: Exit status of a child whose exec failed (the shell's "command not found").
 EXEC_FAILED_STATUS = 127
 #: Signals Python ignores at start-up that a program expects at their defaults.
 _RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
-
-
-def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
-    """Send one sync message, with fds (still the caller's) as SCM_RIGHTS."""
-    fdpass.send_frame(sock, json.dumps(message).encode(), fds)
-
-
-def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
-    """Receive one sync message and the fds that came with it (the caller's, close-on-exec).
-
-    The message is None at EOF (the peer closed, died or exec'd).
-    """
-    try:
-        data, fds = fdpass.recv_frame(sock)
-    except ConnectionResetError:
-        # A peer that dies with our message unread resets instead of closing.
-        return None, []
-    except ZerovisorError as e:  # truncated: fdpass closed what arrived
-        raise ValueError(str(e)) from None
-    if not data:
-        fdpass.close_all(fds)
-        return None, []
-    try:
-        message = json.loads(data)
-        if not isinstance(message, dict):
-            raise ValueError(f"sync message is not a map: {data[:80]!r}")
-    except ValueError:
-        fdpass.close_all(fds)
-        raise
-    return message, fds
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +79,19 @@ class ChildPlan:
     caps: CapSets
     #: The compiled seccomp filter (filters.build_filter).
     seccomp: bytes
+    #: The filter has a trapped set: load it with a listener and send that to the parent,
+    #: and make the rootfs and bind mounts read-only to the kernel (the sentry writes) once
+    #: the startContainer hooks have run.
+    trap: bool = False
+
+
+@dataclass(slots=True)
+class _Channel:
+    """The sync socket, wherever the fd shuffles move it."""
+
+    sock: socket.socket
+    #: The listener went to the parent, which no longer waits for the outcome.
+    late: bool = False
 
 
 class _ExecError(Exception):
@@ -121,12 +105,13 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
     sock becomes fd len(stdio) and closes on exec.
     """
     status = 1
+    chan = _Channel(sock)
     try:
         parent_end.close()
         _reset_signal_handlers()
         prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         # In a pid namespace getppid() is 0, so the parent's death shows only as EOF here.
-        _expect(sock, "go")
+        _expect(chan.sock, "go")
         if plan.clone_flags & CLONE_NEWUSER:
             with doing("becoming root in the user namespace"):
                 # Until now the child still has the host's ids, which the namespace may not
@@ -135,17 +120,20 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
                 os.setresuid(0, 0, 0)
                 prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
         os.setsid()
-        sock = _arrange_fds(sock, plan.stdio)
-        _setup(plan, sock)
-        send_message(sock, {"sync": "ready"})
-        exec_plan, donated = _expect_run(sock)
+        chan.sock = arrange_fds(chan.sock, plan.stdio)
+        _setup(plan, chan.sock)
+        send_message(chan.sock, {"sync": "ready"})
+        exec_plan, donated = _expect_run(chan.sock)
         status = EXEC_FAILED_STATUS
-        _finalize(plan, exec_plan, donated, sock)
+        _finalize(plan, exec_plan, donated, chan)
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent, then _exit
         text = str(e) if isinstance(e, _ExecError) else f"container init: {str(e) or type(e).__name__}"
         err = getattr(e, "errno", None) or getattr(e.__cause__, "errno", None)
+        if chan.late:  # nobody waits for the sync socket: say it where the user looks
+            with contextlib.suppress(OSError):
+                os.write(2, f"exec failed: {text}\n".encode(errors="replace"))
         with contextlib.suppress(OSError):  # a parent that is gone cannot be told
-            send_message(sock, {"error": text, "errno": err})
+            send_message(chan.sock, {"error": text, "errno": err})
     finally:
         os._exit(status)
 
@@ -188,35 +176,6 @@ def _reset_signal_handlers() -> None:
                 signal.signal(signo, signal.SIG_DFL)
         except (OSError, ValueError):
             continue  # SIGKILL, SIGSTOP and the real-time signals Python reserves
-
-
-def _arrange_fds(sock: socket.socket, stdio: list[int]) -> socket.socket:
-    """stdio[i] becomes fd i, the sync socket fd len(stdio); every other fd is closed."""
-    count = len(stdio)
-    sync_fd = sock.detach()
-    # Move everything above the targets first, so that no dup2 overwrites a source.
-    base = max([*stdio, sync_fd, count]) + 1
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in stdio]
-    high_sync = fcntl.fcntl(sync_fd, fcntl.F_DUPFD_CLOEXEC, base)
-    for target, fd in enumerate(high):
-        os.dup2(fd, target, inheritable=True)
-    os.dup2(high_sync, count, inheritable=False)
-    linux.close_range(count + 1)
-    return socket.socket(fileno=count)
-
-
-def _place_donated(sock: socket.socket, donated: list[int], targets: list[int]) -> socket.socket:
-    """Make donated[i] the guest fd targets[i]; the sync socket moves above them all."""
-    floor = max([*targets, *donated, sock.fileno()]) + 1
-    sync = socket.socket(fileno=fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, floor))
-    sock.close()
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in donated]
-    for fd in donated:
-        os.close(fd)
-    for fd, target in zip(high, targets, strict=True):
-        os.dup2(fd, target, inheritable=True)
-        os.close(fd)
-    return sync
 
 
 def hook_state(spec: ContainerSpec, container_id: str, status: str, pid: int) -> bytes:
@@ -271,45 +230,21 @@ def _setup(plan: ChildPlan, sock: socket.socket) -> None:
         mounts.readonly_root()
     os.umask(0o022)
     if spec.process is not None and spec.process.terminal:
-        master = _open_terminal()
+        master = open_terminal()
         try:
             send_message(sock, {"sync": "console"}, [master])
         finally:
             os.close(master)
 
 
-def _open_terminal() -> int:
-    """A pty of the container's devpts: the replica becomes stdio and controlling terminal.
-
-    Returns the master, which the caller sends to the parent and closes.
-    """
-    with doing("allocating the container's terminal"):
-        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(master, linux.TIOCSPTLCK, struct.pack("i", 0))
-            (number,) = struct.unpack("I", fcntl.ioctl(master, linux.TIOCGPTN, b"\0\0\0\0"))
-            replica = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_CLOEXEC)
-        except BaseException:
-            os.close(master)
-            raise
-    try:
-        with doing("making the terminal the controlling terminal"):
-            for fd in (0, 1, 2):
-                os.dup2(replica, fd, inheritable=True)
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    finally:
-        os.close(replica)
-    return master
-
-
-def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], sock: socket.socket) -> NoReturn:
+def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], chan: _Channel) -> NoReturn:
     """After "run": donated fds, limits, startContainer hooks, credentials, capabilities,
     no_new_privs, seccomp, exec."""
     process = plan.spec.process
     assert process is not None  # the parent never sends "run" without one
     if donated:
         with doing("placing the donated fds"):
-            sock = _place_donated(sock, donated, run.donated_fds)
+            chan.sock = place_donated(chan.sock, donated, run.donated_fds)
     with doing(f"changing to the working directory {run.wd}"):
         os.chdir(run.wd)
     env = resolve_home(run.env, run.uid) if run.resolve_home else run.env
@@ -319,6 +254,9 @@ def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], sock: socket.s
             filename = resolve_binary(filename, run.wd, env)
         except OSError as e:
             raise _ExecError(f"exec {filename}: {e.strerror or e}") from e
+    if plan.trap:
+        # The trapped exec fails only after the parent has stopped waiting: say now what we can.
+        _check_executable(filename)
     for number, soft, hard in run.rlimits:
         with doing(f"setting rlimit {number} to {soft}/{hard}"):
             resource.setrlimit(number, (soft, hard))
@@ -330,6 +268,8 @@ def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], sock: socket.s
         plan.spec.hooks.start_container,
         hook_state(plan.spec, plan.container_id, "created", os.getpid()),
     )
+    if plan.trap:
+        _readonly_view(plan.spec)
     caps = plan.caps
     with doing("dropping capabilities from the bounding set"):
         # Before setuid: PR_CAPBSET_DROP needs CAP_SETPCAP, which a non-root uid loses.
@@ -338,8 +278,7 @@ def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], sock: socket.s
     # the child still has it, unless the program keeps it anyway and it can go last.
     early_seccomp = not process.no_new_privileges and not caps.effective >> CAPABILITIES["CAP_SYS_ADMIN"] & 1
     if early_seccomp:
-        with doing("loading the seccomp filter"):
-            load_filter(plan.seccomp)
+        _load_seccomp(plan, chan)
     _set_user(run.uid, run.gid, process.additional_gids)
     with doing("setting capabilities"):
         linux.capset(caps.effective, caps.permitted, caps.inheritable)
@@ -354,12 +293,54 @@ def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], sock: socket.s
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     if not early_seccomp:
         # Last, so that none of the init's own calls runs under the filter.
-        with doing("loading the seccomp filter"):
-            load_filter(plan.seccomp)
+        _load_seccomp(plan, chan)
     try:
         os.execve(filename, run.argv, _env_map(env))
     except OSError as e:
         raise _ExecError(f"exec {filename}: [Errno {e.errno}] {e.strerror}") from e
+
+
+def _readonly_view(spec: ContainerSpec) -> None:
+    """Make the rootfs and every bind mount read-only to the kernel: the program's writes
+    there go through the sentry. tmpfs, devpts, mqueue, proc and sysfs stay as configured.
+
+    After the startContainer hooks, which see the mounts as runc would give them.
+    """
+    mounts.readonly_root()
+    for i, m in enumerate(spec.mounts):
+        if not mounts.is_bind(m) or any(later.destination == m.destination for later in spec.mounts[i + 1 :]):
+            continue  # not a bind mount, or covered by a later mount on the same destination
+        with doing(f"making {m.destination} read-only"):
+            mounts.remount_bind(m.destination, mounts.parse_options(m.options).flags | MS_RDONLY)
+
+
+def _check_executable(filename: str) -> None:
+    """Raise _ExecError, as the exec would, for a file that is missing or not executable."""
+    try:
+        st = os.stat(filename)
+        if not stat.S_ISREG(st.st_mode) or not os.access(filename, os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as e:
+        raise _ExecError(f"exec {filename}: [Errno {e.errno}] {e.strerror}") from e
+
+
+def _load_seccomp(plan: ChildPlan, chan: _Channel) -> None:
+    """Load the filter; when it traps, hand its listener to the parent at once.
+
+    Between the load and the send nothing may make a trapped call: nobody holds the listener
+    to answer it, and the init would block for good.
+    """
+    with doing("loading the seccomp filter"):
+        if not plan.trap:
+            load_filter(plan.seccomp)
+            return
+        listener = load_filter(plan.seccomp, SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    try:
+        with doing("sending the seccomp listener"):
+            send_message(chan.sock, {"sync": "listener"}, [listener])
+    finally:
+        os.close(listener)
+    chan.late = True
 
 
 def _env_map(env: list[str]) -> dict[str, str]:

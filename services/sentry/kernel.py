@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from common import wire
@@ -20,6 +20,7 @@ from common.messages.lifecycle import ContainerStatus, StartRecord
 from common.messages.platform import TaskExit
 from common.messages.spec import ContainerSpec
 from common.rundir import RunDir
+from services.sentry.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,14 @@ CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
 
 #: How long a call to the platform may take; creating a container mounts and forks.
 PLATFORM_TIMEOUT = 60.0
+#: How long attaching or detaching a container's mounts may take.
+GOFER_TIMEOUT = 30.0
+#: The kernel release uname reports, unless the container's annotation sets another.
+DEFAULT_KERNEL_RELEASE = "4.4.0"
+#: Annotation naming the kernel release uname reports.
+KERNEL_RELEASE_ANNOTATION = "dev.zerovisor.kernel-release"
+#: Annotation that turns strace on for a container ("true").
+STRACE_ANNOTATION = "dev.zerovisor.strace"
 
 
 @dataclass(slots=True)
@@ -45,6 +54,10 @@ class Container:
     exit_code: int | None = None
     #: When the start request arrived and completed, once started.
     started: StartRecord | None = None
+    #: Log every trapped syscall (runsc --strace).
+    strace: bool = False
+    #: Trapped syscalls answered, by family; shared with the container's listeners.
+    syscalls: dict[str, int] = field(default_factory=dict)
 
     def require(self, action: str, *allowed: str) -> None:
         """Refuse action unless the container is in one of the allowed statuses."""
@@ -65,6 +78,10 @@ class Kernel:
         self.run_dir = run_dir
         self.publisher = publisher
         self.platform = ServiceChannel(run_dir.socket_path("platform"), PLATFORM_TIMEOUT)
+        #: Attach and Detach; the syscalls' own gofer calls go through the supervisor.
+        self.gofer = ServiceChannel(run_dir.socket_path("gofer"), GOFER_TIMEOUT)
+        #: Serves the trapped syscalls (set by the server's setup).
+        self.supervisor: Supervisor | None = None
         self.containers: dict[str, Container] = {}
         #: Stops the service's loop (set by the server's setup).
         self.shutdown: Callable[[], None] = lambda: None

@@ -35,7 +35,13 @@ def represent(obj: CliContext, cid: str, pid_file: str) -> None:
 
 
 def create_container(
-    obj: CliContext, cid: str, bundle: str, preserve_fds: int, console_socket: str | None, relay: bool = False
+    obj: CliContext,
+    cid: str,
+    bundle: str,
+    preserve_fds: int,
+    console_socket: str | None,
+    relay: bool = False,
+    strace: bool = False,
 ) -> int | None:
     """Create container cid; its terminal's pty master goes to console_socket, or, with relay,
     back to the caller (who owns and closes it). None when there is no master to return.
@@ -43,7 +49,9 @@ def create_container(
     from common.messages.containers import CreateArgs, CreateResult
     from services.controller.console import send_console
 
-    args = CreateArgs(id=cid, bundle=os.path.abspath(bundle), console_socket=bool(console_socket), foreground=relay)
+    args = CreateArgs(
+        id=cid, bundle=os.path.abspath(bundle), console_socket=bool(console_socket), foreground=relay, strace=strace
+    )
     _, fds = controller_call_with_fds(obj, "Containers.Create", args, CreateResult, fds=stdio_fds(preserve_fds))
     master = fds[0] if fds else None
     for fd in fds[1:]:

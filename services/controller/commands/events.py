@@ -23,7 +23,7 @@ def cli(obj: CliContext, stats: bool, cid: str) -> None:
     """Print the events of container CID until it stops: its start (if started), then as they come."""
     from common.events import Subscriber
     from common.messages.containers import ContainerState, IdArgs
-    from common.messages.platform import StatsResult
+    from common.messages.lifecycle import ContainerStats
     from common.rundir import RunDir
     from common.wire import to_wire
 
@@ -31,8 +31,8 @@ def cli(obj: CliContext, stats: bool, cid: str) -> None:
         click.echo(json.dumps(record))
 
     if stats:
-        usage = controller_call(obj, "Containers.Stats", IdArgs(id=cid), StatsResult)
-        emit({"type": "stats", "id": cid, "data": to_wire(usage)})
+        usage = controller_call(obj, "Containers.Stats", IdArgs(id=cid), ContainerStats)
+        emit({"type": "stats", "id": cid, "data": {**to_wire(usage.cgroup), "syscalls": usage.syscalls}})
         return
     # Subscribe before reading the state, so that nothing falls between the two.
     sub = Subscriber(RunDir.at(obj.run_dir).events_endpoint, [f"container.{cid}."])

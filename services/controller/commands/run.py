@@ -19,6 +19,7 @@ from services.controller.commands.create import console_socket_option, create_co
 @click.option("--pid-file", type=click.Path(dir_okay=False), help="Write the container's process id to FILE.")
 @console_socket_option
 @click.option("--preserve-fds", type=click.IntRange(min=0), default=0, help="Pass N more fds (3, 4, ...).")
+@click.option("--strace", is_flag=True, help="Log every trapped syscall in the sentry's log, as runsc --strace.")
 @click.argument("cid")
 @click.pass_obj
 def cli(
@@ -28,6 +29,7 @@ def cli(
     pid_file: str | None,
     console_socket: str | None,
     preserve_fds: int,
+    strace: bool,
     cid: str,
 ) -> None:
     """Run container CID from the bundle; exit with its exit status (128 + signal when killed)."""
@@ -35,7 +37,7 @@ def cli(
     from services.controller.console import TerminalRelay
 
     # In the foreground without a console socket, a terminal is relayed to our own stdio.
-    master = create_container(obj, cid, bundle, preserve_fds, console_socket, relay=not detach)
+    master = create_container(obj, cid, bundle, preserve_fds, console_socket, relay=not detach, strace=strace)
     relay = TerminalRelay(master) if master is not None else None
     try:
         if pid_file:

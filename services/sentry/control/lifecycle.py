@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 
+from common import fdpass
 from common.clock import now_rfc3339
-from common.errors import ConflictError
+from common.errors import ConflictError, InvalidArgument, ServiceUnavailable, ZerovisorError
+from common.messages.gofer import DetachArgs
 from common.messages.lifecycle import (
     ContainerArgs,
     ContainerList,
+    ContainerStats,
     ContainerStatus,
     CreateContainerArgs,
     CreateContainerResult,
@@ -21,8 +24,21 @@ from common.messages.lifecycle import (
     StartContainerArgs,
     StartRecord,
 )
-from common.messages.platform import ContainerRef, LaunchArgs, LaunchResult, SignalArgs, StatsResult
-from services.sentry.kernel import CREATED, PAUSED, RUNNING, STOPPED, Container, Kernel
+from common.messages.platform import ContainerRef, LaunchArgs, LaunchResult, ReleaseResult, SignalArgs, StatsResult
+from services.sentry.kernel import (
+    CREATED,
+    DEFAULT_KERNEL_RELEASE,
+    KERNEL_RELEASE_ANNOTATION,
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    STRACE_ANNOTATION,
+    Container,
+    Kernel,
+)
+from services.sentry.seccomp import Listener
+from services.sentry.supervisor import Supervisor, Watched
+from services.sentry.vfs import MountTable, attach_args
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +59,17 @@ class Lifecycle:
         old = self._k.containers.get(args.cid)
         if old is not None:
             raise ConflictError(f"container {args.cid!r} already exists")
-        launched, fds = self._k.platform.call_with_fds(
-            "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec), LaunchResult, fds=args.fds
-        )
-        ctr = Container(cid=args.cid, spec=args.spec, status=CREATED, pid=launched.pid)
+        # The gofer serves the container's files from the moment its program can run.
+        self._k.gofer.call("Gofer.Attach", attach_args(args.cid, args.spec))
+        try:
+            launched, fds = self._k.platform.call_with_fds(
+                "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec, trap=True), LaunchResult, fds=args.fds
+            )
+        except BaseException:
+            self._detach(args.cid)
+            raise
+        strace = args.strace or args.spec.annotations.get(STRACE_ANNOTATION) == "true"
+        ctr = Container(cid=args.cid, spec=args.spec, status=CREATED, pid=launched.pid, strace=strace)
         self._k.containers[args.cid] = ctr
         self._k.publish(ctr, "create")
         return CreateContainerResult(status=ctr.snapshot(), fds=fds)
@@ -63,7 +86,8 @@ class Lifecycle:
         if ctr.spec.process is None:
             raise ConflictError(f"cannot start container {args.container_id!r}: its config has no process")
         args.check()
-        self._k.platform.call("Platform.Release", args, fds=args.fds)
+        _, fds = self._k.platform.call_with_fds("Platform.Release", args, ReleaseResult, fds=args.fds)
+        self._watch(ctr, fds)
         # The init may already have run and exited (its exit event came during the call).
         if ctr.status == CREATED:
             ctr.status = RUNNING
@@ -132,7 +156,9 @@ class Lifecycle:
             return
         if not args.force:
             ctr.require("delete", STOPPED)
+        self._supervisor().unwatch_container(args.cid)
         self._k.platform.call("Platform.Destroy", ContainerRef(cid=args.cid))
+        self._detach(args.cid)
         del self._k.containers[args.cid]
         self._k.publish(ctr, "delete")
 
@@ -144,9 +170,40 @@ class Lifecycle:
         """Every container the sentry knows."""
         return ContainerList(containers=[c.snapshot() for c in self._k.containers.values()])
 
-    def stats(self, args: ContainerArgs) -> StatsResult:
-        """The container's cgroup counters."""
+    def stats(self, args: ContainerArgs) -> ContainerStats:
+        """The container's cgroup counters and its trapped syscalls by family."""
         ctr = self._k.get(args.cid)
         ctr.require("read statistics of", CREATED, RUNNING, PAUSED)
-        result: StatsResult = self._k.platform.call("Platform.Stats", ContainerRef(cid=args.cid), StatsResult)
-        return result
+        cgroup: StatsResult = self._k.platform.call("Platform.Stats", ContainerRef(cid=args.cid), StatsResult)
+        return ContainerStats(cgroup=cgroup, syscalls=dict(ctr.syscalls))
+
+    def _supervisor(self) -> Supervisor:
+        if self._k.supervisor is None:
+            raise ServiceUnavailable("the sentry's supervisor is not running")
+        return self._k.supervisor
+
+    def _watch(self, ctr: Container, fds: list[int]) -> None:
+        """Serve the listener the platform handed over for ctr's init (takes fds)."""
+        if len(fds) != 1:
+            fdpass.close_all(fds)
+            raise InvalidArgument(f"the platform sent {len(fds)} listeners for {ctr.cid!r}, want 1")
+        spec = ctr.spec
+        self._supervisor().watch(
+            Watched(
+                listener=Listener(fds[0]),
+                cid=ctr.cid,
+                mounts=MountTable(spec),
+                hostname=spec.hostname or "",
+                release=spec.annotations.get(KERNEL_RELEASE_ANNOTATION, DEFAULT_KERNEL_RELEASE),
+                memory_limit=spec.resources.memory_limit,
+                strace=ctr.strace,
+                counts=ctr.syscalls,
+            )
+        )
+
+    def _detach(self, cid: str) -> None:
+        try:
+            self._k.gofer.call("Gofer.Detach", DetachArgs(cid=cid))
+        except ZerovisorError as e:
+            # The gofer forgets a container whose mounts it lost (a restart); nothing to undo.
+            log.warning("detaching the mounts of %r: %s", cid, e)

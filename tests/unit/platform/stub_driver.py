@@ -6,6 +6,9 @@ launches and releases the container with its stdout and stderr on the file OUT, 
 and prints one JSON line: the wait status, or the stage and message of a StubError, and
 whether any child was left behind. An inheritable fd is left open on purpose so that tests
 can check it does not reach the container.
+
+The container does not trap (this driver has no supervisor) except in mode "trap", where the
+driver answers every notification itself (supervisor.py) and reports them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from common.wire import from_wire
 from services.controller.containers import start_args
 from services.platform import stub as stub_module
 from services.platform.execplan import plan_for
-from services.platform.stub import StubError, kill, launch, release
+from services.platform.stub import StubError, kill, launch, read_late, release
+from services.platform.stub_io import recv_message
+from tests.unit.platform import supervisor
 
 
 def _children_left() -> bool:
@@ -46,6 +51,8 @@ def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
     "before-setup-stop-child" stops the child there (SIGSTOP) and shortens the sync timeout
     to 0.5 s; "before-setup-kill-child" kills it there. Mode "terminal" copies the output of
     the container's own pty to OUT. Mode "donate" donates OUT.donated as the guest's fd 7.
+    Mode "trap" launches a trapping container and serves its notifications: the result has
+    them ("notifications") and the sync messages that came after release ("late").
     """
     # Closed by the driver's exit; the container gets its own copies as 0, 1 and 2.
     out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -65,7 +72,8 @@ def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
             os.kill(pid, signal.SIGKILL)
 
     try:
-        stub = launch(spec, "test", [devnull, out, out], before_setup if mode.startswith("before") else None)
+        callback = before_setup if mode.startswith("before") else None
+        stub = launch(spec, "test", [devnull, out, out], callback, trap=mode == "trap")
     except (StubError, _Refused) as e:
         return {**result, "stage": "launch", "error": str(e), "children_left": _children_left()}
     result["pid"] = stub.pid
@@ -75,7 +83,9 @@ def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
     process = spec.process or ProcessSpec(args=["true"])
     plan = plan_for(dataclasses.replace(start_args("test", process), donated_fds=[7] * len(donated), fds=donated))
     try:
-        release(stub, plan, donated)
+        listener = release(stub, plan, donated)
+        if listener is not None:
+            return {**result, **_supervise(stub, listener)}
     except StubError as e:
         result.update(stage="release", error=str(e))
         if not stub.runnable:
@@ -86,6 +96,30 @@ def run(spec: ContainerSpec, out_path: str, mode: str = "") -> dict[str, Any]:
     _, status = os.waitpid(stub.pid, 0)
     result.update(status=status, exit_code=os.waitstatus_to_exitcode(status), children_left=_children_left())
     return result
+
+
+def _supervise(stub: stub_module.Stub, listener: int) -> dict[str, Any]:
+    """Serve a released trapping init until its filter has no task left; what happened."""
+    notes, status = supervisor.serve(listener, stub.pid)
+    os.close(listener)
+    late = []
+    stub.sync.setblocking(True)  # the init is gone: EOF comes at once
+    while True:
+        message, fds = recv_message(stub.sync)
+        for fd in fds:
+            os.close(fd)
+        if message is None:
+            break
+        late.append(message)
+    assert read_late(stub) is False  # EOF, as the fork server would see it
+    stub.sync.close()
+    return {
+        "notifications": notes,
+        "late": late,
+        "status": status,
+        "exit_code": os.waitstatus_to_exitcode(status),
+        "children_left": _children_left(),
+    }
 
 
 def _copy_until_hangup(master: int, out: int) -> None:

@@ -421,6 +421,14 @@ def test_missing_binary_fails_release(tmp_path: Path, rootfs: Path) -> None:
     assert run.result["children_left"] is False
 
 
+def test_exec_failure_with_donated_fds_fails_release(tmp_path: Path, rootfs: Path) -> None:
+    # The sync socket moves above the donated fds: the error must still reach the parent.
+    run = run_container(tmp_path, base_spec(rootfs, ["/bin/nosuch"]), mode="donate")
+    assert run.result["stage"] == "release"
+    assert run.result["error"] == "exec /bin/nosuch: [Errno 2] No such file or directory"
+    assert run.exit_code == 127
+
+
 def test_no_process_launches_but_does_not_release(tmp_path: Path, rootfs: Path) -> None:
     run = run_container(tmp_path, base_spec(rootfs, ["true"], process=None))
     assert run.result["stage"] == "release"

@@ -1,0 +1,255 @@
+"""The Supervisor: every trapped syscall of every container, answered in the sentry's own loop.
+
+It owns the seccomp listeners of the containers' tasks (one per filter: the init's filter is
+inherited by all its descendants), polls them beside the sentry's ZMQ socket, reads each
+notification, and hands it to the handler of its syscall family (services/sentry/syscalls/).
+A handler answers at once (a value, an errno, CONTINUE) or starts a gofer call and answers when
+the reply arrives; meanwhile the loop serves every other listener.
+
+This is the hot path: nothing here logs above debug unless strace is on for the container,
+and nothing crosses ZMQ.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.messages.gofer import Creds
+from services.sentry.gofer_client import AsyncGoferChannel
+from services.sentry.seccomp import Listener, as_int
+from services.sentry.strace import describe_call
+from services.sentry.taskmem import BadAddress, TaskGone, TaskMemory, task_creds, task_cwd, task_fd_path
+from services.sentry.vfs import AT_FDCWD, MountTable, join
+
+log = logging.getLogger(__name__)
+strace_log = logging.getLogger("strace")
+
+#: A syscall handler: answers call now, or starts a gofer call that answers it later.
+Handler = Callable[["Supervisor", "Call"], None]
+
+
+@dataclass(slots=True, eq=False)
+class Watched:
+    """One listener and the container its tasks belong to."""
+
+    #: The listener (owned: closed by Supervisor.unwatch).
+    listener: Listener
+    #: Container id.
+    cid: str
+    #: Which paths the gofer serves.
+    mounts: MountTable
+    #: Hostname uname reports (sethostname changes it).
+    hostname: str
+    #: Kernel release uname reports.
+    release: str
+    #: Memory limit sysinfo reports, bytes (None: the host's).
+    memory_limit: int | None
+    #: Log every trapped syscall (runsc --strace).
+    strace: bool = False
+    #: Trapped syscalls by family (the container's own dict: it outlives the listener).
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class Call:
+    """One trapped syscall in flight: what its answer needs."""
+
+    __slots__ = ("args", "id", "nr", "pid", "trace", "w")
+
+    def __init__(self, w: Watched, nid: int, pid: int, nr: int, args: tuple[int, ...]) -> None:
+        #: The listener it came from.
+        self.w = w
+        #: Notification id.
+        self.id = nid
+        #: Host tid of the caller.
+        self.pid = pid
+        #: Syscall number.
+        self.nr = nr
+        #: The six argument registers.
+        self.args = args
+        #: The decoded call for strace, read before the answer lets the task reuse its memory.
+        self.trace = ""
+
+
+class Supervisor:
+    """Serves the listeners of every container."""
+
+    def __init__(
+        self,
+        gofer: AsyncGoferChannel,
+        add_reader: Callable[[int, Callable[[int], None]], None],
+        remove_reader: Callable[[int], None],
+    ) -> None:
+        from services.sentry.syscalls import handler_table
+
+        self.gofer = gofer
+        self.mem = TaskMemory()
+        self._add_reader = add_reader
+        self._remove_reader = remove_reader
+        #: listener fd -> what it serves.
+        self.watched: dict[int, Watched] = {}
+        #: syscall number -> (family, handler).
+        self.handlers: dict[int, tuple[str, Handler]] = handler_table()
+        self._poll = select.poll()
+
+    def watch(self, watched: Watched) -> None:
+        """Serve watched.listener from now on (the supervisor owns it)."""
+        fd = watched.listener.fileno()
+        self.watched[fd] = watched
+        self._add_reader(fd, self._on_ready)
+
+    def unwatch_container(self, cid: str) -> None:
+        """Stop serving and close every listener of container cid."""
+        for fd, w in list(self.watched.items()):
+            if w.cid == cid:
+                self._drop(fd)
+
+    def close(self) -> None:
+        """Close every listener and the task memory cache."""
+        for fd in list(self.watched):
+            self._drop(fd)
+        self.mem.close()
+
+    def _drop(self, fd: int) -> None:
+        w = self.watched.pop(fd, None)
+        if w is not None:
+            self._remove_reader(fd)
+            w.listener.close()
+
+    def _on_ready(self, fd: int) -> None:
+        w = self.watched.get(fd)
+        if w is None:
+            return
+        # The loop cannot tell POLLIN from POLLHUP; NOTIF_RECV would block on a bare hangup.
+        self._poll.register(fd, select.POLLIN)
+        try:
+            events = self._poll.poll(0)
+        finally:
+            self._poll.unregister(fd)
+        revents = events[0][1] if events else 0
+        if not revents & select.POLLIN:
+            if revents & (select.POLLHUP | select.POLLERR):
+                # Every task under this filter is gone; the container's exit comes from the platform.
+                self._drop(fd)
+            return
+        try:
+            notif = w.listener.recv()
+        except OSError as e:
+            log.debug("listener of %s: %s", w.cid, e)
+            return
+        if notif is None:
+            return  # the task died or was interrupted before we read it
+        call = Call(w, notif.id, notif.pid, notif.nr, tuple(notif.args))
+        entry = self.handlers.get(call.nr)
+        if entry is None:
+            # The filter traps nothing we cannot answer; a stray number gets ENOSYS, not a hang.
+            call.trace = f"syscall {call.nr}"
+            self.fail(call, errno.ENOSYS)
+            return
+        family, handler = entry
+        w.counts[family] = w.counts.get(family, 0) + 1
+        if w.strace:
+            call.trace = describe_call(self.mem, call.pid, call.nr, call.args)
+        self.run(handler, call)
+
+    def run(self, handler: Handler, call: Call) -> None:
+        """Run handler for call, answering the errors every handler shares."""
+        try:
+            handler(self, call)
+        except TaskGone:
+            self.mem.forget(call.pid)
+        except BadAddress:
+            self.fail(call, errno.EFAULT)
+        except OSError as e:
+            self.fail(call, e.errno or errno.EIO)
+
+    # ---- answers ---------------------------------------------------------------------------
+
+    def reply(self, call: Call, value: int) -> None:
+        """Complete the syscall with value."""
+        call.w.listener.respond(call.id, value, 0)
+        if call.w.strace:
+            self._trace(call, f"= {value}")
+
+    def fail(self, call: Call, err: int) -> None:
+        """Fail the syscall with errno err."""
+        call.w.listener.respond(call.id, 0, err)
+        if call.w.strace:
+            self._trace(call, f"= -1 {errno.errorcode.get(err, err)} ({os.strerror(err)})")
+
+    def cont(self, call: Call) -> None:
+        """Let the kernel run the syscall (only where it enforces the same decision)."""
+        call.w.listener.respond_continue(call.id)
+        if call.w.strace:
+            self._trace(call, "(continued)")
+
+    def install(self, call: Call, fd: int, cloexec: bool) -> None:
+        """Complete the syscall by installing fd (ours; closed here) in the task."""
+        try:
+            target = call.w.listener.add_fd(call.id, fd, os.O_CLOEXEC if cloexec else 0, send=True)
+        finally:
+            os.close(fd)
+        if call.w.strace:
+            self._trace(call, f"= {target}")
+
+    def _trace(self, call: Call, result: str) -> None:
+        strace_log.info("[%s] %d %s %s", call.w.cid, call.pid, call.trace, result)
+
+    # ---- what handlers share ---------------------------------------------------------------
+
+    def path_arg(self, pid: int, addr: int) -> str:
+        """A path argument from the task's memory (EFAULT, ENAMETOOLONG, ENOENT for an empty one)."""
+        if addr == 0:
+            raise BadAddress(addr)
+        raw = self.mem.read_string(pid, addr, os.pathconf("/", "PC_PATH_MAX"))
+        if not raw:
+            raise FileNotFoundError(errno.ENOENT, "empty path")
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            # The wire carries text; a path no container tool makes is refused, not mangled.
+            raise OSError(errno.EILSEQ, "path is not UTF-8") from None
+
+    def container_path(self, pid: int, dirfd: int, path: str) -> str:
+        """path as the task names it (relative to its cwd or dirfd), as an absolute container path."""
+        if path.startswith("/"):
+            return path
+        dirfd = as_int(dirfd)
+        base = task_cwd(pid) if dirfd == AT_FDCWD else task_fd_path(pid, dirfd)
+        return join(base, path)
+
+    def creds(self, pid: int) -> tuple[Creds, int]:
+        """The task's file-system credentials (host ids) and its umask."""
+        uid, gid, groups, umask = task_creds(pid)
+        return Creds(uid=uid, gid=gid, groups=groups), umask
+
+    def gofer_call(
+        self,
+        call: Call,
+        method: str,
+        request: Any,
+        on_result: Callable[[dict[str, Any], list[int]], None] | None = None,
+    ) -> None:
+        """Ask the gofer; the syscall completes with 0 (or on_result's answer) or the gofer's errno."""
+
+        def done(result: dict[str, Any] | None, fds: list[int], err: int) -> None:
+            try:
+                if err:
+                    self.fail(call, err)
+                elif on_result is not None:
+                    on_result(result or {}, fds)
+                    fds = []
+                else:
+                    self.reply(call, 0)
+            except OSError as e:  # the listener itself failed: nothing is left to answer
+                log.debug("answering %s: %s", call.w.cid, e)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+        self.gofer.call(method, request, done)

@@ -1,0 +1,84 @@
+"""uname, sethostname, sysinfo: answered from the container's view, not the host's.
+
+uname reports the container's hostname and the configured kernel release; sysinfo reports the
+container's memory limit as its total RAM; sethostname changes what uname reports, for a task
+with CAP_SYS_ADMIN, as in a UTS namespace of its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+
+from services.sentry.supervisor import Call, Handler, Supervisor
+
+#: Each struct utsname field is a NUL-terminated char[65].
+_UTS_FIELD = 65
+_HOST_UNAME = os.uname()
+#: struct sysinfo on x86_64 (112 bytes): uptime, loads[3], totalram, freeram, sharedram,
+#: bufferram, totalswap, freeswap, procs, pad, totalhigh, freehigh, mem_unit.
+_SYSINFO = struct.Struct("=q3Q6QHH4xQQI")
+_SYSINFO_SIZE = 112
+_CAP_SYS_ADMIN = 21
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _field(text: str) -> bytes:
+    return text.encode()[: _UTS_FIELD - 1].ljust(_UTS_FIELD, b"\0")
+
+
+def _uname(sv: Supervisor, call: Call) -> None:
+    w = call.w
+    data = b"".join(
+        _field(value)
+        for value in (_HOST_UNAME.sysname, w.hostname, w.release, _HOST_UNAME.version, _HOST_UNAME.machine, "(none)")
+    )
+    sv.mem.write(call.pid, call.args[0], data)
+    sv.reply(call, 0)
+
+
+def _has_cap(pid: int, cap: int) -> bool:
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"CapEff:"):
+                return bool(int(line.split()[1], 16) >> cap & 1)
+    return False
+
+
+def _sethostname(sv: Supervisor, call: Call) -> None:
+    length = call.args[1]
+    if length > _UTS_FIELD - 1:
+        sv.fail(call, errno.EINVAL)
+        return
+    if not _has_cap(call.pid, _CAP_SYS_ADMIN):
+        sv.fail(call, errno.EPERM)
+        return
+    name = sv.mem.read(call.pid, call.args[0], length) if length else b""
+    call.w.hostname = name.split(b"\0", 1)[0].decode(errors="replace")
+    sv.reply(call, 0)
+
+
+def _sysinfo(sv: Supervisor, call: Call) -> None:
+    buf = ctypes.create_string_buffer(_SYSINFO_SIZE)
+    if _libc.sysinfo(buf) != 0:
+        sv.fail(call, ctypes.get_errno())
+        return
+    values = list(_SYSINFO.unpack_from(buf.raw))
+    limit = call.w.memory_limit
+    unit = values[-1] or 1
+    if limit is not None:
+        total = limit // unit
+        values[4] = min(values[4], total)  # totalram
+        values[5] = min(values[5], total)  # freeram
+    packed = _SYSINFO.pack(*values)
+    sv.mem.write(call.pid, call.args[0], packed + buf.raw[len(packed) :])
+    sv.reply(call, 0)
+
+
+HANDLERS: dict[str, Handler] = {
+    "uname": _uname,
+    "sethostname": _sethostname,
+    "sysinfo": _sysinfo,
+}

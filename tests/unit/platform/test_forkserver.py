@@ -1,0 +1,170 @@
+"""The fork server with trapping containers: Release hands out the listener, Listeners hands
+out dups again until Destroy, and a late exec failure is logged.
+
+The fork server runs as its own process (it clones; this pytest worker has threads) on a
+socketpair, spoken to with the wire envelope as the platform does; this test process answers
+the notifications with CONTINUE (supervisor.py).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common import fdpass, wire
+from common.errors import error_from_wire
+from common.messages.lifecycle import StartContainerArgs
+from common.messages.platform import ContainerRef, LaunchArgs, ListenersArgs
+from common.messages.spec import ContainerSpec
+from tests.rootfs import make_rootfs
+from tests.unit.platform import supervisor
+from tests.unit.platform.test_stub import base_spec
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+class ForkServerProcess:
+    """A fork server child and our end of its connection."""
+
+    def __init__(self, run_dir: Path, log_path: Path) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [sys.executable, "-m", "services.platform.forkserver", "--socket-fd", str(theirs.fileno())]
+        with open(log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [*argv, "--run-dir", str(run_dir)], pass_fds=[theirs.fileno()], cwd=REPO, stderr=log
+            )
+        theirs.close()
+        ours.settimeout(60)
+        self.sock = ours
+        self.events: list[dict[str, Any]] = []
+        self._ids = 0
+
+    def call(self, method: str, args: Any, fds: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
+        """One request; the raw result and the reply's fds (ours). Exit events are collected."""
+        self._ids += 1
+        fdpass.send_frame(self.sock, wire.encode_request(self._ids, method, wire.to_wire(args)), fds)
+        while True:
+            frame, out = fdpass.recv_frame(self.sock)
+            env = wire.load_envelope(frame)
+            if "event" in env:
+                self.events.append(env["body"])
+                continue
+            reply = wire.reply_from_envelope(env)
+            assert reply.id == self._ids
+            if not reply.ok:
+                fdpass.close_all(out)
+                raise error_from_wire(reply.error)
+            return reply.result or {}, out
+
+    def wait_exit(self, cid: str) -> dict[str, Any]:
+        """The init exit event of cid, waiting for it if it has not come yet."""
+        while True:
+            for event in self.events:
+                if event["cid"] == cid and event["init"]:
+                    return event
+            frame, out = fdpass.recv_frame(self.sock)
+            fdpass.close_all(out)
+            env = wire.load_envelope(frame)
+            assert "event" in env, env
+            self.events.append(env["body"])
+
+    def close(self) -> None:
+        """Hang up; the fork server kills what is left and exits."""
+        self.sock.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def forkserver(tmp_path: Path) -> Iterator[ForkServerProcess]:
+    """A fork server under tmp_path/run, logging to tmp_path/forkserver.log."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    fs = ForkServerProcess(run_dir, tmp_path / "forkserver.log")
+    try:
+        yield fs
+    finally:
+        fs.close()
+
+
+def launch_and_release(fs: ForkServerProcess, tmp_path: Path, cid: str, argv: list[str]) -> tuple[int, int]:
+    """Launch a trapping container running argv and release it; its pid and the listener (ours)."""
+    rootfs = make_rootfs(tmp_path / cid)
+    spec = wire.from_wire(ContainerSpec, base_spec(rootfs, argv))
+    out = os.open(tmp_path / f"{cid}.out", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        launched, console = fs.call("ForkServer.Launch", LaunchArgs(cid=cid, spec=spec, trap=True), [devnull, out, out])
+    finally:
+        os.close(out)
+        os.close(devnull)
+    assert console == []
+    start = StartContainerArgs(
+        container_id=cid, argv=argv, envv=["PATH=/bin"], resolve_binary_path=True, resolve_home=True
+    )
+    released, fds = fs.call("ForkServer.Release", start)
+    assert released == {"pid": launched["pid"]}
+    assert len(fds) == 1
+    return int(launched["pid"]), fds[0]
+
+
+def test_release_returns_the_listener_and_keeps_a_copy(forkserver: ForkServerProcess, tmp_path: Path) -> None:
+    pid, listener = launch_and_release(forkserver, tmp_path, "c1", ["sh", "-c", "mkdir /dev/shm/d && echo made"])
+    try:
+        notes, _ = supervisor.serve(listener)  # the fork server reaps the init: POLLHUP follows
+    finally:
+        os.close(listener)
+    assert notes[0] == {"nr": 59, "path": "/bin/sh"}  # execve
+    assert {"nr": 83, "path": "/dev/shm/d"} in notes  # mkdir
+    assert (tmp_path / "c1.out").read_text() == "made\n"
+
+    result, fds = forkserver.call("ForkServer.Listeners", ListenersArgs())
+    fdpass.close_all(fds)
+    assert result == {"cids": ["c1"]}
+    assert len(fds) == 1  # kept after the init's exit, until Destroy
+    assert forkserver.wait_exit("c1") == {"cid": "c1", "pid": pid, "init": True, "exit_code": 0}
+
+    forkserver.call("ForkServer.Destroy", ContainerRef(cid="c1"))
+    result, fds = forkserver.call("ForkServer.Listeners", ListenersArgs())
+    assert (result, fds) == ({"cids": []}, [])
+
+
+def test_listeners_of_some_containers(forkserver: ForkServerProcess, tmp_path: Path) -> None:
+    listeners = []
+    for cid in ("a", "b"):
+        _, listener = launch_and_release(forkserver, tmp_path, cid, ["true"])
+        listeners.append(listener)
+    try:
+        for listener in listeners:
+            supervisor.serve(listener)
+    finally:
+        fdpass.close_all(listeners)
+    result, fds = forkserver.call("ForkServer.Listeners", ListenersArgs(cids=["b", "nope"]))
+    fdpass.close_all(fds)
+    assert result == {"cids": ["b"]}
+    assert len(fds) == 1
+
+
+def test_late_exec_failure_is_logged(forkserver: ForkServerProcess, tmp_path: Path) -> None:
+    rootfs = tmp_path / "late"
+    make_rootfs(rootfs)
+    bad = rootfs / "bin" / "bad"
+    bad.write_text("neither ELF nor #!\n")
+    bad.chmod(0o755)
+    _, listener = launch_and_release(forkserver, tmp_path, "late", ["/bin/bad"])
+    try:
+        supervisor.serve(listener)
+    finally:
+        os.close(listener)
+    assert forkserver.wait_exit("late")["exit_code"] == 127
+    assert (tmp_path / "late.out").read_text() == "exec failed: exec /bin/bad: [Errno 8] Exec format error\n"
+    forkserver.close()
+    log = (tmp_path / "forkserver.log").read_text()
+    assert "WARNING services.platform.stub: container late init" in log, log
+    assert "exec /bin/bad: [Errno 8] Exec format error" in log
