@@ -152,6 +152,9 @@ class Dispatcher:
         err = error_to_wire(exc)
         if err["code"] == ErrCode.INTERNAL:
             log.exception("%s failed", method)
+        elif "errno" in err:
+            # A failed system call is an answer (the gofer's ENOENT for a program), not an event.
+            log.debug("%s failed: %s", method, exc)
         else:
             log.warning("%s failed: %s", method, exc)
         return wire.encode_reply(wire.Reply(id=rid, ok=False, error=err))

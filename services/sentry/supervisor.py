@@ -218,7 +218,7 @@ class Supervisor:
     def container_path(self, pid: int, dirfd: int, path: str) -> str:
         """path as the task names it (relative to its cwd or dirfd), as an absolute container path."""
         if path.startswith("/"):
-            return path
+            return join("/", path)
         dirfd = as_int(dirfd)
         base = task_cwd(pid) if dirfd == AT_FDCWD else task_fd_path(pid, dirfd)
         return join(base, path)

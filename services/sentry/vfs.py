@@ -64,9 +64,24 @@ class MountTable:
 
 
 def join(base: str, path: str) -> str:
-    """path taken relative to base, as the kernel would, without resolving anything."""
-    if path.startswith("/"):
-        return path
-    if not path:
-        return base
-    return base.rstrip("/") + "/" + path
+    """path taken relative to base as one clean absolute container path.
+
+    ".." is folded lexically, so that the sentry's choice of mount and the gofer's agree (the
+    gofer never lets ".." leave the mount a path starts in); base, a task's cwd or an open
+    directory, is canonical already.
+    """
+    full = path if path.startswith("/") else base.rstrip("/") + "/" + path
+    head, _, last = full.rstrip("/").rpartition("/")
+    if last in (".", ".."):
+        # rmdir("a/..") must fail as the kernel fails it, not remove "a"'s parent: the final
+        # "." or ".." goes to the gofer as it is, which answers with the kernel's errno.
+        return _clean(head).rstrip("/") + "/" + last
+    clean = _clean(full)
+    if path.endswith("/") and clean != "/":
+        clean += "/"  # a trailing slash insists on a directory (ENOTDIR otherwise)
+    return clean
+
+
+def _clean(path: str) -> str:
+    # normpath keeps a leading "//", which POSIX leaves to the implementation; Linux means "/".
+    return "/" + posixpath.normpath("/" + path).lstrip("/")

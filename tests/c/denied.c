@@ -45,6 +45,7 @@ int main(void) {
     pe.exclude_kernel = 1;
     pe.exclude_hv = 1;
     long pid = getpid();
+    setvbuf(stdout, NULL, _IOLBF, 0);
     struct call calls[] = {
         {"mount", SYS_mount, {S("none"), S("/nonexistent"), S("tmpfs"), 0, 0}},
         {"umount2", SYS_umount2, {S("/nonexistent"), 0}},
@@ -56,7 +57,7 @@ int main(void) {
         {"open_tree", SYS_open_tree, {-100, S("/"), 0}},
         {"mount_setattr", MSA, {-1, S(""), 0, 0, 0}},
         {"pivot_root", SYS_pivot_root, {S("/nonexistent"), S("/nonexistent")}},
-        {"ptrace", SYS_ptrace, {0 /* PTRACE_TRACEME */}},
+        {"ptrace", SYS_ptrace, {2 /* PTRACE_PEEKDATA */, pid, 0, 0}},
         {"process_vm_writev", SYS_process_vm_writev, {pid, 0, 0, 0, 0, 0}},
         {"process_vm_readv", SYS_process_vm_readv, {pid, 0, 0, 0, 0, 0}},
         {"bpf", SYS_bpf, {0x7fffffff, 0, 0}},
