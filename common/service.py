@@ -93,7 +93,7 @@ def service_command(service: str, doc: str, setup: Setup | None = None) -> click
             run_service(service, setup, run_dir, log_file, log_format, debug)
         except (ZerovisorError, OSError) as e:
             # Logging is set up (or falls back to stderr), so one line says it; exit 1.
-            log.error("%s: %s", service, e)
+            log.error("%s: %s", service, e, exc_info=True)
             raise SystemExit(1) from None
 
     return main

@@ -1,9 +1,10 @@
 """The suite's C helper programs (tests/c/*.c), compiled with `gcc -static -O2` at test time.
 
-`cbin` is a session fixture: `cbin("denied")` compiles tests/c/denied.c once per session and
-returns the binary's path. Under pytest-xdist each worker has its own session and its own
-tmp_path_factory directory, so workers never share (or race on) an output file. Static
-binaries run inside a busybox rootfs, which has no libc: copy one in with `install_into`.
+`cbin` is a session fixture (a test module imports `cbin_fixture` to use it): `cbin("denied")`
+compiles tests/c/denied.c once per session and returns the binary's path. Under pytest-xdist
+each worker has its own session and its own tmp_path_factory directory, so workers never share
+(or race on) an output file. Static binaries run inside a busybox rootfs, which has no libc:
+copy one in with `install_into`.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ def compile_c(source: Path, out: Path) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def cbin(tmp_path_factory: pytest.TempPathFactory) -> CBuild:
+@pytest.fixture(scope="session", name="cbin")
+def cbin_fixture(tmp_path_factory: pytest.TempPathFactory) -> CBuild:
     """name -> the static binary of tests/c/<name>.c, compiled once per session (per xdist worker)."""
     out_dir = tmp_path_factory.mktemp("cbin")
     built: dict[str, Path] = {}

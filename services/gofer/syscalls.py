@@ -9,6 +9,51 @@ from __future__ import annotations
 import ctypes
 import os
 
+# Re-exported (see __all__): the gofer's modules take every raw call from here.
+from common.openat2 import (
+    RESOLVE_BENEATH,
+    RESOLVE_CACHED,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    RESOLVE_NO_XDEV,
+    openat2,
+)
+
+__all__ = [
+    "AT_EACCESS",
+    "AT_EMPTY_PATH",
+    "AT_FDCWD",
+    "AT_SYMLINK_NOFOLLOW",
+    "MAX_ID",
+    "MOUNT_ATTR_NODEV",
+    "MOUNT_ATTR_NOSUID",
+    "MOUNT_ATTR_RDONLY",
+    "NGROUPS_MAX",
+    "OPEN_TREE_CLOEXEC",
+    "OPEN_TREE_CLONE",
+    "RENAME_EXCHANGE",
+    "RENAME_NOREPLACE",
+    "RESOLVE_BENEATH",
+    "RESOLVE_CACHED",
+    "RESOLVE_IN_ROOT",
+    "RESOLVE_NO_MAGICLINKS",
+    "RESOLVE_NO_SYMLINKS",
+    "RESOLVE_NO_XDEV",
+    "faccess_empty",
+    "fchown_empty",
+    "fsgid",
+    "fsuid",
+    "mount_setattr",
+    "open_tree_clone",
+    "openat2",
+    "renameat2",
+    "setfsgid",
+    "setfsuid",
+    "setgroups_thread",
+    "utimens_empty",
+]
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
@@ -20,17 +65,10 @@ _SYS_UTIMENSAT = 280
 _SYS_FCHOWNAT = 260
 _SYS_RENAMEAT2 = 316
 _SYS_OPEN_TREE = 428
-_SYS_OPENAT2 = 437
 _SYS_FACCESSAT2 = 439
 _SYS_MOUNT_SETATTR = 442
 
 # openat2(2) resolve flags.
-RESOLVE_NO_XDEV = 0x01
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
-RESOLVE_IN_ROOT = 0x10
-RESOLVE_CACHED = 0x20
 
 AT_FDCWD = -100
 AT_SYMLINK_NOFOLLOW = 0x100
@@ -57,10 +95,6 @@ _int = ctypes.c_int
 _uint = ctypes.c_uint
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
-
-
 class _MountAttr(ctypes.Structure):
     _fields_ = (
         ("attr_set", ctypes.c_uint64),
@@ -74,7 +108,6 @@ class _Timespec(ctypes.Structure):
     _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
 
 
-_HOW_SIZE = ctypes.c_size_t(ctypes.sizeof(_OpenHow))
 _ATTR_SIZE = ctypes.c_size_t(ctypes.sizeof(_MountAttr))
 
 
@@ -83,12 +116,6 @@ def _check(ret: int, path: str | None = None) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path) if path is not None else OSError(err, os.strerror(err))
     return ret
-
-
-def openat2(dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
-    """openat2(2): one attempt, no retry (see resolve.open_in). The caller owns the fd."""
-    how = _OpenHow(flags, mode, resolve)
-    return _check(_syscall(_SYS_OPENAT2, _int(dirfd), os.fsencode(path), ctypes.byref(how), _HOW_SIZE), path)
 
 
 def open_tree_clone(path: str) -> int:

@@ -25,7 +25,7 @@ from services.sentry.gofer_client import AsyncGoferChannel
 from services.sentry.seccomp import Listener, as_int
 from services.sentry.strace import describe_call
 from services.sentry.taskmem import BadAddress, TaskGone, TaskMemory, task_creds, task_cwd, task_fd_path
-from services.sentry.vfs import AT_FDCWD, MountTable, join
+from services.sentry.vfs import AT_FDCWD, MountTable, join, resolve_in_task
 
 log = logging.getLogger(__name__)
 strace_log = logging.getLogger("strace")
@@ -157,6 +157,16 @@ class Supervisor:
             call.trace = describe_call(self.mem, call.pid, call.nr, call.args)
         self.run(handler, call)
 
+    def _answer(self, call: Call, answer: Callable[[], None]) -> None:
+        """Run a late answer (after a gofer reply); its failure fails the syscall, never the loop."""
+        try:
+            try:
+                answer()
+            except OSError as e:
+                self.fail(call, e.errno or errno.EIO)
+        except OSError as e:  # the listener itself is gone: nobody is left to answer
+            log.debug("answering %s: %s", call.w.cid, e)
+
     def run(self, handler: Handler, call: Call) -> None:
         """Run handler for call, answering the errors every handler shares."""
         try:
@@ -215,13 +225,13 @@ class Supervisor:
             # The wire carries text; a path no container tool makes is refused, not mangled.
             raise OSError(errno.EILSEQ, "path is not UTF-8") from None
 
-    def container_path(self, pid: int, dirfd: int, path: str) -> str:
-        """path as the task names it (relative to its cwd or dirfd), as an absolute container path."""
-        if path.startswith("/"):
-            return join("/", path)
-        dirfd = as_int(dirfd)
-        base = task_cwd(pid) if dirfd == AT_FDCWD else task_fd_path(pid, dirfd)
-        return join(base, path)
+    def container_path(self, pid: int, dirfd: int, path: str, follow: bool = False) -> str:
+        """path as the task names it (relative to its cwd or dirfd), as the container path its
+        kernel would reach (see vfs.resolve_in_task); follow resolves a final symlink too."""
+        if not path.startswith("/"):
+            dirfd = as_int(dirfd)
+            path = join(task_cwd(pid) if dirfd == AT_FDCWD else task_fd_path(pid, dirfd), path)
+        return resolve_in_task(pid, path, follow)
 
     def creds(self, pid: int) -> tuple[Creds, int]:
         """The task's file-system credentials (host ids) and its umask."""
@@ -238,18 +248,12 @@ class Supervisor:
         """Ask the gofer; the syscall completes with 0 (or on_result's answer) or the gofer's errno."""
 
         def done(result: dict[str, Any] | None, fds: list[int], err: int) -> None:
-            try:
-                if err:
-                    self.fail(call, err)
-                elif on_result is not None:
-                    on_result(result or {}, fds)
-                    fds = []
-                else:
-                    self.reply(call, 0)
-            except OSError as e:  # the listener itself failed: nothing is left to answer
-                log.debug("answering %s: %s", call.w.cid, e)
-            finally:
+            if err or on_result is None:
                 for fd in fds:
                     os.close(fd)
+                self._answer(call, lambda: self.fail(call, err) if err else self.reply(call, 0))
+            else:
+                # on_result owns fds from here, whatever it raises.
+                self._answer(call, lambda: on_result(result or {}, fds))
 
         self.gofer.call(method, request, done)

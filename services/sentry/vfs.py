@@ -13,10 +13,13 @@ leaves it.
 
 from __future__ import annotations
 
+import os
 import posixpath
 
 from common.messages.gofer import AttachArgs, MountPolicy
 from common.messages.spec import ContainerSpec
+from common.openat2 import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
+from services.sentry.taskmem import TaskGone
 
 #: AT_FDCWD as the kernel passes it in a 64-bit argument register (an int, sign-extended).
 AT_FDCWD = -100
@@ -64,24 +67,52 @@ class MountTable:
 
 
 def join(base: str, path: str) -> str:
-    """path taken relative to base as one clean absolute container path.
+    """path taken relative to base (a canonical container path), nothing resolved yet."""
+    if path.startswith("/"):
+        return path
+    return base.rstrip("/") + "/" + path
 
-    ".." is folded lexically, so that the sentry's choice of mount and the gofer's agree (the
-    gofer never lets ".." leave the mount a path starts in); base, a task's cwd or an open
-    directory, is canonical already.
+
+def resolve_in_task(pid: int, path: str, follow: bool) -> str:
+    """The container path the task's kernel would reach for path (absolute), as the gofer names it.
+
+    The parent directory is resolved by the kernel in the task's own view (openat2 under
+    /proc/PID/root with RESOLVE_IN_ROOT), so symlinks, ".." and mount points count exactly as
+    they do for the task; with follow, a final symlink too. What does not resolve (a missing
+    directory, a magic link) is left as it is: the gofer or the kernel then answers for it. The
+    result only names the mount and the path: the gofer resolves it again, confined to the mount.
     """
-    full = path if path.startswith("/") else base.rstrip("/") + "/" + path
-    head, _, last = full.rstrip("/").rpartition("/")
-    if last in (".", ".."):
-        # rmdir("a/..") must fail as the kernel fails it, not remove "a"'s parent: the final
-        # "." or ".." goes to the gofer as it is, which answers with the kernel's errno.
-        return _clean(head).rstrip("/") + "/" + last
-    clean = _clean(full)
-    if path.endswith("/") and clean != "/":
-        clean += "/"  # a trailing slash insists on a directory (ENOTDIR otherwise)
-    return clean
+    stripped = path.rstrip("/")
+    if not stripped:
+        return "/"
+    parent, _, last = stripped.rpartition("/")
+    trailing = "/" if path.endswith("/") else ""
+    try:
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_CLOEXEC)
+    except (FileNotFoundError, ProcessLookupError):
+        raise TaskGone(pid) from None
+    try:
+        if follow and last not in (".", ".."):
+            resolved = _resolved(root, stripped, os.O_PATH)
+            if resolved is not None:
+                return resolved
+        where = _resolved(root, parent or "/", os.O_PATH | os.O_DIRECTORY)
+        if where is None:
+            return path
+        return where.rstrip("/") + "/" + last + trailing
+    finally:
+        os.close(root)
 
 
-def _clean(path: str) -> str:
-    # normpath keeps a leading "//", which POSIX leaves to the implementation; Linux means "/".
-    return "/" + posixpath.normpath("/" + path).lstrip("/")
+def _resolved(root: int, path: str, flags: int) -> str | None:
+    try:
+        fd = openat2(root, path, flags | os.O_CLOEXEC, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        return None
+    try:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    # A file on one of the task's mounts reads as its container path; anything else (a deleted
+    # directory, a mount outside its view) is not a path to act on.
+    return name if name.startswith("/") and not name.endswith(" (deleted)") else None

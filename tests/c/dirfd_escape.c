@@ -1,10 +1,10 @@
 /* fd-relative escapes. argv[1] is the absolute host path of a directory outside the rootfs
  * (the sentinel); inside the container "../../.."+that path resolves to the rootfs's own copy.
- * 1. Every trapped *at call from directory fds (/, a deep directory, an O_PATH fd) with
- *    "../"-chains to the sentinel: prints "label errno" (0: done; in the rootfs, not the host).
- * 2. Directory fds the program may get injected (open("/", O_PATH|O_WRONLY) and the like, which
- *    the filter traps): when one is returned, reads through it with "..", /proc/self/fd/N/..
- *    and fchdir, and writes through it; prints "read label <content>" for what it could read. */
+ * "writes" (argv[2]): every trapped *at call from directory fds (/, a deep directory, an O_PATH
+ *   fd) with "../"-chains to the sentinel; prints "label errno" (0: done, in the rootfs).
+ * "inject": opens of directories that the filter traps (open("/", O_PATH|O_WRONLY) and the
+ *   like); when one returns an fd, reads through it with "..", /proc/self/fd/N/.. and fchdir,
+ *   and writes through it; prints "read label <content>" for what it could read. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -93,7 +93,7 @@ static void injected(const char *dir, int flags, const char *fl) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2 || argv[1][0] != '/') { fprintf(stderr, "usage: dirfd_escape /HOST/DIR\n"); return 2; }
+    if (argc < 3 || argv[1][0] != '/') { fprintf(stderr, "usage: dirfd_escape /HOST/DIR writes|inject\n"); return 2; }
     setvbuf(stdout, NULL, _IOLBF, 0);
     for (int i = 0; i < 24; i++) strcat(up, "../");
     snprintf(rel, sizeof rel, "%s%s", up, argv[1] + 1);
@@ -106,10 +106,12 @@ int main(int argc, char **argv) {
     int pathfd = open("/work/a", O_PATH | O_DIRECTORY);
     if (rootfd < 0 || deepfd < 0 || pathfd < 0) { perror("open dirs"); return 1; }
     read_through("rootfd", rootfd, at("secret")); /* the kernel's own answer: the rootfs copy */
-    writes("rootfd", rootfd);
-    writes("deepfd", deepfd);
-    writes("pathfd", pathfd);
-    writes("absolute", rootfd); /* same calls again (what is left of the copy) */
+    if (strcmp(argv[2], "writes") == 0) {
+        writes("rootfd", rootfd);
+        writes("deepfd", deepfd);
+        writes("pathfd", pathfd);
+        return 0;
+    }
     const char *dirs[] = {"/", "/work"};
     for (int d = 0; d < 2; d++) {
 #define I(flags) injected(dirs[d], flags, #flags)

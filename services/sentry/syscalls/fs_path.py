@@ -35,8 +35,8 @@ _TIMESPECS = struct.Struct("=qqqq")
 _UTIMBUF = struct.Struct("=qq")
 
 
-def _path(sv: Supervisor, call: Call, dirfd: int, addr: int) -> str:
-    return sv.container_path(call.pid, dirfd, sv.path_arg(call.pid, addr))
+def _path(sv: Supervisor, call: Call, dirfd: int, addr: int, follow: bool = False) -> str:
+    return sv.container_path(call.pid, dirfd, sv.path_arg(call.pid, addr), follow)
 
 
 def _op(sv: Supervisor, call: Call, method: str, path: str, create_mode: int | None = None, **fields: Any) -> None:
@@ -92,7 +92,7 @@ def _linkat(sv: Supervisor, call: Call, olddfd: int, old: int, newdfd: int, new:
         sv.cont(call)  # links an open fd: its mount decides
         return
     follow = bool(flags & AT_SYMLINK_FOLLOW)
-    _two(sv, call, "Gofer.Link", _path(sv, call, newdfd, new), _path(sv, call, olddfd, old), follow=follow)
+    _two(sv, call, "Gofer.Link", _path(sv, call, newdfd, new), _path(sv, call, olddfd, old, follow), follow=follow)
 
 
 def _symlinkat(sv: Supervisor, call: Call, target: int, newdfd: int, linkpath: int) -> None:
@@ -108,7 +108,7 @@ def _chmod(sv: Supervisor, call: Call, dirfd: int, addr: int, mode: int, flags: 
         sv,
         call,
         "Gofer.Chmod",
-        _path(sv, call, dirfd, addr),
+        _path(sv, call, dirfd, addr, not flags & AT_SYMLINK_NOFOLLOW),
         mode=mode & 0o7777,
         follow=not flags & AT_SYMLINK_NOFOLLOW,
     )
@@ -119,7 +119,7 @@ def _chown(sv: Supervisor, call: Call, dirfd: int, addr: int, uid: int, gid: int
         sv.cont(call)
         return
     follow = not flags & AT_SYMLINK_NOFOLLOW
-    path = _path(sv, call, dirfd, addr)
+    path = _path(sv, call, dirfd, addr, follow)
     _op(sv, call, "Gofer.Chown", path, uid=as_int(uid), gid=as_int(gid), follow=follow)
 
 
@@ -127,7 +127,8 @@ def _utimens(sv: Supervisor, call: Call, dirfd: int, addr: int, times: list[int]
     if addr == 0 or flags & AT_EMPTY_PATH:
         sv.cont(call)  # futimens: the fd's own mount decides
         return
-    _op(sv, call, "Gofer.Utimens", _path(sv, call, dirfd, addr), times_ns=times, follow=not flags & AT_SYMLINK_NOFOLLOW)
+    follow = not flags & AT_SYMLINK_NOFOLLOW
+    _op(sv, call, "Gofer.Utimens", _path(sv, call, dirfd, addr, follow), times_ns=times, follow=follow)
 
 
 def _timespecs(sv: Supervisor, call: Call, addr: int) -> list[int] | None:
@@ -165,13 +166,13 @@ def _setxattr(sv: Supervisor, call: Call, follow: bool) -> None:
         return
     name = sv.mem.read_string(call.pid, name_addr, 256).decode(errors="surrogateescape")
     value = sv.mem.read(call.pid, value_addr, size) if size else b""
-    target = _path(sv, call, AT_FDCWD, path)
+    target = _path(sv, call, AT_FDCWD, path, follow)
     _op(sv, call, "Gofer.SetXattr", target, name=name, value=value, flags=flags, follow=follow)
 
 
 def _removexattr(sv: Supervisor, call: Call, follow: bool) -> None:
     name = sv.mem.read_string(call.pid, call.args[1], 256).decode(errors="surrogateescape")
-    _op(sv, call, "Gofer.RemoveXattr", _path(sv, call, AT_FDCWD, call.args[0]), name=name, follow=follow)
+    _op(sv, call, "Gofer.RemoveXattr", _path(sv, call, AT_FDCWD, call.args[0], follow), name=name, follow=follow)
 
 
 def _utime(sv: Supervisor, call: Call) -> None:
@@ -204,7 +205,7 @@ HANDLERS: dict[str, Handler] = {
     "chown": lambda sv, c: _chown(sv, c, AT_FDCWD, c.args[0], c.args[1], c.args[2], 0),
     "lchown": lambda sv, c: _chown(sv, c, AT_FDCWD, c.args[0], c.args[1], c.args[2], AT_SYMLINK_NOFOLLOW),
     "fchownat": lambda sv, c: _chown(sv, c, c.args[0], c.args[1], c.args[2], c.args[3], c.args[4]),
-    "truncate": lambda sv, c: _op(sv, c, "Gofer.Truncate", _path(sv, c, AT_FDCWD, c.args[0]), length=c.args[1]),
+    "truncate": lambda sv, c: _op(sv, c, "Gofer.Truncate", _path(sv, c, AT_FDCWD, c.args[0], True), length=c.args[1]),
     "utime": _utime,
     "utimes": lambda sv, c: _utimens(sv, c, AT_FDCWD, c.args[0], _timevals(sv, c, c.args[1]), 0),
     "futimesat": lambda sv, c: _utimens(sv, c, c.args[0], c.args[1], _timevals(sv, c, c.args[2]), 0),
