@@ -29,6 +29,8 @@ from services.sentry.vfs import AT_FDCWD, MountTable, join, resolve_in_task
 
 log = logging.getLogger(__name__)
 strace_log = logging.getLogger("strace")
+#: Longest path a syscall takes, NUL included (PATH_MAX).
+_PATH_MAX = 4096
 
 #: A syscall handler: answers call now, or starts a gofer call that answers it later.
 Handler = Callable[["Supervisor", "Call"], None]
@@ -212,11 +214,21 @@ class Supervisor:
 
     # ---- what handlers share ---------------------------------------------------------------
 
-    def path_arg(self, pid: int, addr: int) -> str:
+    def check_alive(self, call: Call) -> None:
+        """Raise TaskGone unless call's task still waits for this answer (NOTIF_ID_VALID).
+
+        After reading a task's memory and before acting on it: the pid may have died and been
+        reused meanwhile, and what was read would then be another process's.
+        """
+        if not call.w.listener.id_valid(call.id):
+            raise TaskGone(call.pid)
+
+    def path_arg(self, call: Call, addr: int) -> str:
         """A path argument from the task's memory (EFAULT, ENAMETOOLONG, ENOENT for an empty one)."""
         if addr == 0:
             raise BadAddress(addr)
-        raw = self.mem.read_string(pid, addr, os.pathconf("/", "PC_PATH_MAX"))
+        raw = self.mem.read_string(call.pid, addr, _PATH_MAX)
+        self.check_alive(call)
         if not raw:
             raise FileNotFoundError(errno.ENOENT, "empty path")
         try:

@@ -21,29 +21,15 @@ from typing import Any
 import pytest
 
 from services.controller.oci import default_config
+from services.platform.stub_plan import DEFAULT_CAPABILITIES
 from tests.cbuild import CBuild, cbin_fixture, install_into  # noqa: F401 - the cbin fixture
 from tests.integration.zerovisor import Zerovisor, sh
 from tests.rootfs import make_bundle, make_rootfs
 
 pytestmark = pytest.mark.integration
 
-#: Docker's default capabilities: what a root program needs to chown, mknod and write anywhere.
-DOCKER_CAPS = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
+#: Docker's (and runc's) default capabilities: what a root program needs to chown, mknod and write.
+DOCKER_CAPS = DEFAULT_CAPABILITIES
 
 #: Builds, renames, chmods, links and deletes a tree under /work; the same in a container and natively.
 TREE_SCRIPT = r"""

@@ -22,7 +22,7 @@ def _exec(sv: Supervisor, call: Call, dirfd: int, addr: int, flags: int) -> None
         sv.mem.forget(call.pid)
         sv.cont(call)  # fexecve: the fd was opened, and so checked, already
         return
-    path = sv.container_path(call.pid, dirfd, sv.path_arg(call.pid, addr), follow=True)
+    path = sv.container_path(call.pid, dirfd, sv.path_arg(call, addr), follow=True)
     sv.mem.forget(call.pid)  # whatever comes next reads the new program's memory
     if not call.w.mounts.served_by_gofer(path):
         sv.cont(call)

@@ -36,7 +36,7 @@ _UTIMBUF = struct.Struct("=qq")
 
 
 def _path(sv: Supervisor, call: Call, dirfd: int, addr: int, follow: bool = False) -> str:
-    return sv.container_path(call.pid, dirfd, sv.path_arg(call.pid, addr), follow)
+    return sv.container_path(call.pid, dirfd, sv.path_arg(call, addr), follow)
 
 
 def _op(sv: Supervisor, call: Call, method: str, path: str, create_mode: int | None = None, **fields: Any) -> None:
@@ -96,7 +96,7 @@ def _linkat(sv: Supervisor, call: Call, olddfd: int, old: int, newdfd: int, new:
 
 
 def _symlinkat(sv: Supervisor, call: Call, target: int, newdfd: int, linkpath: int) -> None:
-    text = sv.path_arg(call.pid, target)
+    text = sv.path_arg(call, target)
     _op(sv, call, "Gofer.Symlink", _path(sv, call, newdfd, linkpath), other=text)
 
 

@@ -35,6 +35,7 @@ def _uname(sv: Supervisor, call: Call) -> None:
         _field(value)
         for value in (_HOST_UNAME.sysname, w.hostname, w.release, _HOST_UNAME.version, _HOST_UNAME.machine, "(none)")
     )
+    sv.check_alive(call)  # never write into a process that took over a dead task's pid
     sv.mem.write(call.pid, call.args[0], data)
     sv.reply(call, 0)
 
@@ -56,6 +57,7 @@ def _sethostname(sv: Supervisor, call: Call) -> None:
         sv.fail(call, errno.EPERM)
         return
     name = sv.mem.read(call.pid, call.args[0], length) if length else b""
+    sv.check_alive(call)
     call.w.hostname = name.split(b"\0", 1)[0].decode(errors="replace")
     sv.reply(call, 0)
 
@@ -73,6 +75,7 @@ def _sysinfo(sv: Supervisor, call: Call) -> None:
         values[4] = min(values[4], total)  # totalram
         values[5] = min(values[5], total)  # freeram
     packed = _SYSINFO.pack(*values)
+    sv.check_alive(call)
     sv.mem.write(call.pid, call.args[0], packed + buf.raw[len(packed) :])
     sv.reply(call, 0)
 
