@@ -301,6 +301,17 @@ def test_uname_shows_the_configured_hostname_and_release(zv: Zerovisor, tmp_path
     assert out.splitlines() == ["kernel-host", release or "4.4.0", "kernel-host"]
 
 
+def test_sysinfo_reports_the_memory_limit(zv: Zerovisor, tmp_path: Path, cbin: CBuild) -> None:
+    bundle = sh(tmp_path, "/sysinfo")
+    install_into(bundle / "rootfs", cbin("sysinfo"))
+    config = config_of(bundle)
+    config["linux"]["resources"] = {"memory": {"limit": 64 << 20}}
+    write_config(bundle, config)
+    total, free = map(int, zv("run", "-b", str(bundle), "sysinfo", timeout=120).stdout.split())
+    assert total == 64 << 20
+    assert 0 < free < total  # the limit less what the container's cgroup uses
+
+
 def wait_for(path: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():

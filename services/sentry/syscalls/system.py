@@ -1,8 +1,9 @@
 """uname, sethostname, sysinfo: answered from the container's view, not the host's.
 
 uname reports the container's hostname and the configured kernel release; sysinfo reports the
-container's memory limit as its total RAM; sethostname changes what uname reports, for a task
-with CAP_SYS_ADMIN, as in a UTS namespace of its own.
+container's memory limit as its total RAM and the limit less its cgroup's usage as free;
+sethostname changes what uname reports, for a task with CAP_SYS_ADMIN, as in a UTS namespace
+of its own.
 """
 
 from __future__ import annotations
@@ -72,12 +73,38 @@ def _sysinfo(sv: Supervisor, call: Call) -> None:
     unit = values[-1] or 1
     if limit is not None:
         total = limit // unit
+        used = _memory_usage(call.pid) // unit
         values[4] = min(values[4], total)  # totalram
-        values[5] = min(values[5], total)  # freeram
+        values[5] = max(min(values[5], total - used), 0)  # freeram
+        values[6:10] = [0, 0, 0, 0]  # sharedram, bufferram, totalswap, freeswap: the host's mean nothing here
     packed = _SYSINFO.pack(*values)
     sv.check_alive(call)
     sv.mem.write(call.pid, call.args[0], packed + buf.raw[len(packed) :])
     sv.reply(call, 0)
+
+
+def _memory_usage(pid: int) -> int:
+    """Bytes the task's memory cgroup uses (v1 memory.usage_in_bytes or v2 memory.current), 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return 0
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            candidates = [f"/sys/fs/cgroup/memory{path}/memory.usage_in_bytes"]
+        elif controllers == "":
+            candidates = [f"/sys/fs/cgroup{path}/memory.current", f"/sys/fs/cgroup/unified{path}/memory.current"]
+        else:
+            continue
+        for candidate in candidates:
+            try:
+                with open(candidate) as f:
+                    return int(f.read())
+            except (OSError, ValueError):
+                continue
+    return 0
 
 
 HANDLERS: dict[str, Handler] = {
