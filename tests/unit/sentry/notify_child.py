@@ -32,6 +32,8 @@ from typing import Any
 
 import pyseccomp
 
+from services.sentry.seccomp import Listener
+
 SYS_GETPPID = 110
 SYS_SECCOMP = 317
 SYS_PIVOT_ROOT = 155
@@ -297,6 +299,14 @@ def spawn(scenario: str, *args: str) -> Child:
         _, err = proc.communicate(timeout=10)
         raise AssertionError(f"no listener from the child: {err.decode(errors='replace')}")
     return Child(proc, fds[0])
+
+
+def started(scenario: str, *args: str) -> tuple[Child, Listener]:
+    """A child running scenario, and the listener it handed over (the caller owns both)."""
+    child = spawn(scenario, *args)
+    listener = Listener(child.listener_fd)
+    child.listener_fd = -1
+    return child, listener
 
 
 if __name__ == "__main__":

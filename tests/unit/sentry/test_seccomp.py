@@ -23,7 +23,7 @@ from services.sentry.seccomp import (
 )
 from services.sentry.taskmem import TaskMemory
 from tests.conftest import open_fds
-from tests.unit.sentry.notify_child import Child, spawn
+from tests.unit.sentry.notify_child import Child, started
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 NR_UNAME = 63
@@ -49,13 +49,6 @@ def serve_one(child: Child, listener: Listener, *nrs: int) -> Notification:
     assert notif.pid == child.pid
     assert notif.arch == AUDIT_ARCH_X86_64
     return notif
-
-
-def started(scenario: str, *args: str) -> tuple[Child, Listener]:
-    child = spawn(scenario, *args)
-    listener = Listener(child.listener_fd)
-    child.listener_fd = -1
-    return child, listener
 
 
 def test_respond_with_a_value() -> None:

@@ -26,7 +26,7 @@ from services.sentry.taskmem import (
     task_fd_path,
 )
 from tests.conftest import open_fds
-from tests.unit.sentry.notify_child import Child, spawn
+from tests.unit.sentry.notify_child import Child, started
 
 NR_MKDIR = 83
 NR_GETPPID = 110
@@ -46,13 +46,6 @@ def next_notification(child: Child, listener: Listener) -> Notification:
     notif = listener.recv()
     assert notif is not None, child.stderr()
     return notif
-
-
-def started(scenario: str, *args: str) -> tuple[Child, Listener]:
-    child = spawn(scenario, *args)
-    listener = Listener(child.listener_fd)
-    child.listener_fd = -1
-    return child, listener
 
 
 def mkdir_path_arg(notif: Notification) -> int:
