@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: A time in PathOpArgs.times_ns that Utimens leaves as it is (utimensat's UTIME_OMIT).
+TIME_OMIT = -(1 << 63)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Creds:
@@ -108,7 +111,7 @@ class PathOpArgs:
     gid: int = -1
     #: New length for Truncate.
     length: int = 0
-    #: [atime_ns, mtime_ns] for Utimens; None sets both to now.
+    #: [atime_ns, mtime_ns] for Utimens (TIME_OMIT keeps one); None sets both to now.
     times_ns: list[int] | None = None
     #: Follow a final symlink (chmod, chown, truncate, utimes, link with AT_SYMLINK_FOLLOW).
     follow: bool = True

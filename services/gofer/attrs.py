@@ -19,7 +19,7 @@ import os
 import stat
 
 from common.errors import InvalidArgument
-from common.messages.gofer import PathOpArgs
+from common.messages.gofer import TIME_OMIT, PathOpArgs
 from services.gofer.mounts import ContainerMounts
 from services.gofer.resolve import open_in, split
 from services.gofer.syscalls import MAX_ID, faccess_empty, fchown_empty, utimens_empty
@@ -85,7 +85,7 @@ def truncate(m: ContainerMounts, args: PathOpArgs) -> None:
 def utimens(m: ContainerMounts, args: PathOpArgs) -> None:
     """utimensat(2) with [atime_ns, mtime_ns], or both now when times_ns is None."""
     times = args.times_ns
-    if times is not None and (len(times) != 2 or not all(-_NS_LIMIT <= t < _NS_LIMIT for t in times)):
+    if times is not None and (len(times) != 2 or not all(t == TIME_OMIT or -_NS_LIMIT <= t < _NS_LIMIT for t in times)):
         raise InvalidArgument("utimens: times_ns must be [atime_ns, mtime_ns], each a signed 64-bit count")
     fd = _open_target(m, args)
     try:

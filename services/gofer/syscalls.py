@@ -9,6 +9,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from common.messages.gofer import TIME_OMIT
+
 # Re-exported (see __all__): the gofer's modules take every raw call from here.
 from common.openat2 import (
     RESOLVE_BENEATH,
@@ -53,6 +55,8 @@ __all__ = [
     "setgroups_thread",
     "utimens_empty",
 ]
+
+_UTIME_OMIT = (1 << 30) - 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -147,9 +151,15 @@ def utimens_empty(fd: int, times_ns: tuple[int, int] | None) -> None:
     """utimensat(fd, "", times, AT_EMPTY_PATH); None sets both times to now."""
     times = None
     if times_ns is not None:
-        (asec, ansec), (msec, mnsec) = divmod(times_ns[0], 1_000_000_000), divmod(times_ns[1], 1_000_000_000)
-        times = (_Timespec * 2)(_Timespec(asec, ansec), _Timespec(msec, mnsec))
+        times = (_Timespec * 2)(*(_timespec(t) for t in times_ns))
     _check(_syscall(_SYS_UTIMENSAT, _int(fd), b"", times, _int(AT_EMPTY_PATH)))
+
+
+def _timespec(ns: int) -> _Timespec:
+    if ns == TIME_OMIT:
+        return _Timespec(0, _UTIME_OMIT)
+    sec, nsec = divmod(ns, 1_000_000_000)
+    return _Timespec(sec, nsec)
 
 
 def faccess_empty(fd: int, mode: int) -> None:

@@ -386,3 +386,13 @@ def test_trapped_open_for_write_returns_a_working_fd(zv: Zerovisor, tmp_path: Pa
     host = bundle / "rootfs" / "f"
     assert host.read_text() == msg + "more\n"
     assert stat.S_IMODE(host.stat().st_mode) == 0o640  # umask 022 keeps 0640
+
+
+def test_touch_changes_only_the_time_it_names(zv: Zerovisor, tmp_path: Path) -> None:
+    # utimensat with UTIME_OMIT for the other time: the gofer must leave that one alone.
+    script = "mkdir -p /work; touch -d '2001-01-01 00:00:00' /work/f; touch -a -d '2011-01-01 00:00:00' /work/f"
+    bundle = sh(tmp_path, script)
+    zv("run", "-b", str(bundle), "touch", timeout=120)
+    st = (bundle / "rootfs" / "work" / "f").stat()
+    assert time.gmtime(st.st_mtime).tm_year == 2001
+    assert time.gmtime(st.st_atime).tm_year == 2011

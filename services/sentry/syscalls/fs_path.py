@@ -16,7 +16,7 @@ import struct
 import time
 from typing import Any
 
-from common.messages.gofer import PathOpArgs
+from common.messages.gofer import TIME_OMIT, PathOpArgs
 from services.sentry.seccomp import as_int
 from services.sentry.supervisor import Call, Handler, Supervisor
 from services.sentry.vfs import AT_FDCWD
@@ -132,7 +132,7 @@ def _utimens(sv: Supervisor, call: Call, dirfd: int, addr: int, times: list[int]
 
 
 def _timespecs(sv: Supervisor, call: Call, addr: int) -> list[int] | None:
-    """utimensat's times: None for now; UTIME_NOW as now, UTIME_OMIT as -1 (keep)."""
+    """utimensat's times: None for now; UTIME_NOW as now, UTIME_OMIT as TIME_OMIT (keep)."""
     if addr == 0:
         return None
     a_sec, a_ns, m_sec, m_ns = _TIMESPECS.unpack(sv.mem.read(call.pid, addr, _TIMESPECS.size))
@@ -142,7 +142,7 @@ def _timespecs(sv: Supervisor, call: Call, addr: int) -> list[int] | None:
         if ns == UTIME_NOW:
             out.append(now)
         elif ns == UTIME_OMIT:
-            out.append(-1)
+            out.append(TIME_OMIT)
         elif not 0 <= ns < 1_000_000_000:
             raise OSError(errno.EINVAL, "bad timespec")
         else:
