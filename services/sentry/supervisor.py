@@ -24,7 +24,8 @@ from common.messages.gofer import Creds
 from services.sentry.gofer_client import AsyncGoferChannel
 from services.sentry.seccomp import Listener, as_int
 from services.sentry.strace import describe_call
-from services.sentry.taskmem import BadAddress, TaskGone, TaskMemory, task_creds, task_cwd, task_fd_path
+from services.sentry.taskinfo import task_creds, task_cwd, task_fd_path
+from services.sentry.taskmem import BadAddress, TaskGone, TaskMemory
 from services.sentry.vfs import AT_FDCWD, MountTable, join, resolve_in_task
 
 log = logging.getLogger(__name__)

@@ -13,18 +13,8 @@ from pathlib import Path
 import pytest
 
 from services.sentry.seccomp import Listener, Notification
-from services.sentry.taskmem import (
-    PAGE_SIZE,
-    BadAddress,
-    NotAPath,
-    StringTooLong,
-    TaskGone,
-    TaskMemory,
-    forget_mount_tables,
-    task_creds,
-    task_cwd,
-    task_fd_path,
-)
+from services.sentry.taskinfo import forget_mount_tables, task_creds, task_cwd, task_fd_path
+from services.sentry.taskmem import PAGE_SIZE, BadAddress, NotAPath, StringTooLong, TaskGone, TaskMemory
 from tests.conftest import open_fds
 from tests.unit.sentry.notify_child import Child, started
 
