@@ -32,6 +32,8 @@ ZMQ_HARD_LIMIT = 128 << 20
 TICK_MS = 1000
 
 Reader = Callable[[int], None]
+#: A reader that also gets the poll events: zmq.POLLIN, and zmq.POLLERR for a hangup.
+EventReader = Callable[[int, int], None]
 
 
 class ServiceLoop:
@@ -43,6 +45,7 @@ class ServiceLoop:
         self.dispatcher = dispatcher
         self.stopping = False
         self._readers: dict[int, Reader] = {}
+        self._event_readers: dict[int, EventReader] = {}
         self._ticks: list[Callable[[], None]] = []
         self._conns: dict[int, socket.socket] = {}
         self._sockets: dict[zmq.Socket[bytes], Callable[[], None]] = {}
@@ -54,6 +57,11 @@ class ServiceLoop:
         self._readers[fd] = callback
         self._poller.register(fd, zmq.POLLIN)
 
+    def add_event_reader(self, fd: int, callback: EventReader) -> None:
+        """Call callback(fd, events) whenever fd is readable or hung up. The caller keeps owning fd."""
+        self._event_readers[fd] = callback
+        self._poller.register(fd, zmq.POLLIN)
+
     def add_socket(self, sock: zmq.Socket[bytes], callback: Callable[[], None]) -> None:
         """Call callback() whenever the ZMQ socket sock has messages. The caller keeps owning sock."""
         self._sockets[sock] = callback
@@ -61,7 +69,7 @@ class ServiceLoop:
 
     def remove_reader(self, fd: int) -> None:
         """Stop watching fd (before the caller closes it)."""
-        if self._readers.pop(fd, None) is not None:
+        if self._readers.pop(fd, None) is not None or self._event_readers.pop(fd, None) is not None:
             self._poller.unregister(fd)
 
     def add_cleanup(self, callback: Callable[[], None]) -> None:
@@ -128,11 +136,13 @@ class ServiceLoop:
 
     def _loop(self, router: zmq.Socket[bytes]) -> None:
         while not self.stopping:
-            for sock, _ in self._poller.poll(TICK_MS):
+            for sock, events in self._poller.poll(TICK_MS):
                 if sock is router:
                     self._drain_router(router)
                 elif isinstance(sock, int) and sock in self._readers:
                     self._readers[sock](sock)
+                elif isinstance(sock, int) and sock in self._event_readers:
+                    self._event_readers[sock](sock, events)
                 elif sock in self._sockets:
                     self._sockets[sock]()
                 if self.stopping:

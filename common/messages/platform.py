@@ -15,11 +15,6 @@ class LaunchArgs:
     cid: str
     #: The validated container spec.
     spec: ContainerSpec
-    #: Return the trapped syscalls (filters.TRAPPED_SYSCALLS) to a supervisor: Release then
-    #: hands out the filter's listener, and the program's rootfs and bind mounts are
-    #: read-only to the kernel. The fork server may trap even when this is false (its
-    #: TRAP_BY_DEFAULT switch).
-    trap: bool = False
     #: stdio (0, 1, 2) and preserved fds (3, 4, ...), sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 

@@ -15,10 +15,12 @@ with no reader fails ENXIO, and a read end opened before any writer reads EOF at
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 import stat
+from collections.abc import Iterator
 
 from common.errors import InvalidArgument
 from common.messages.gofer import OpenArgs, PathOpArgs
@@ -29,6 +31,7 @@ from services.gofer.resolve import (
     RENAME_NOREPLACE_NEW,
     RMDIR,
     UNLINK,
+    DotErrnos,
     check_name,
     open_in,
     open_parent,
@@ -109,18 +112,31 @@ def open_file(m: ContainerMounts, args: OpenArgs) -> int:
     return fd
 
 
-def mkdir(m: ContainerMounts, args: PathOpArgs) -> None:
-    """mkdir(2) with args.mode (the program's umask already applied)."""
-    mount, rel = m.locate(args.path)
-    pfd, base = open_parent(mount.fd, rel, CREATE)
+@contextlib.contextmanager
+def _entry(m: ContainerMounts, path: str, dots: DotErrnos) -> Iterator[tuple[int, str]]:
+    """(parent dir fd, last component) of path, resolved in its mount; the fd closes after."""
+    mount, rel = m.locate(path)
+    pfd, base = open_parent(mount.fd, rel, dots)
     try:
-        old = os.umask(0)
-        try:
-            os.mkdir(base, args.mode & 0o7777, dir_fd=pfd)
-        finally:
-            os.umask(old)
+        yield pfd, base
     finally:
         os.close(pfd)
+
+
+@contextlib.contextmanager
+def _no_umask() -> Iterator[None]:
+    """The gofer's own umask must not touch a mode the program's umask already shaped."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mkdir(m: ContainerMounts, args: PathOpArgs) -> None:
+    """mkdir(2) with args.mode (the program's umask already applied)."""
+    with _entry(m, args.path, CREATE) as (pfd, base), _no_umask():
+        os.mkdir(base, args.mode & 0o7777, dir_fd=pfd)
 
 
 def mknod(m: ContainerMounts, args: PathOpArgs) -> None:
@@ -130,46 +146,26 @@ def mknod(m: ContainerMounts, args: PathOpArgs) -> None:
         raise _err(errno.EPERM, args.path)
     if kind not in (0, stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK):
         raise _err(errno.EINVAL, args.path)
-    mount, rel = m.locate(args.path)
-    pfd, base = open_parent(mount.fd, rel, CREATE)
-    try:
-        old = os.umask(0)
-        try:
-            os.mknod(base, kind | (args.mode & 0o7777), 0, dir_fd=pfd)
-        finally:
-            os.umask(old)
-    finally:
-        os.close(pfd)
+    with _entry(m, args.path, CREATE) as (pfd, base), _no_umask():
+        os.mknod(base, kind | (args.mode & 0o7777), 0, dir_fd=pfd)
 
 
 def unlink(m: ContainerMounts, args: PathOpArgs) -> None:
     """unlink(2)."""
-    mount, rel = m.locate(args.path)
-    pfd, base = open_parent(mount.fd, rel, UNLINK)
-    try:
+    with _entry(m, args.path, UNLINK) as (pfd, base):
         os.unlink(base, dir_fd=pfd)
-    finally:
-        os.close(pfd)
 
 
 def rmdir(m: ContainerMounts, args: PathOpArgs) -> None:
     """rmdir(2)."""
-    mount, rel = m.locate(args.path)
-    pfd, base = open_parent(mount.fd, rel, RMDIR)
-    try:
+    with _entry(m, args.path, RMDIR) as (pfd, base):
         os.rmdir(base, dir_fd=pfd)
-    finally:
-        os.close(pfd)
 
 
 def symlink(m: ContainerMounts, args: PathOpArgs) -> None:
     """symlink(2): a link at args.path whose target is args.other, stored as given."""
-    mount, rel = m.locate(args.path)
-    pfd, base = open_parent(mount.fd, rel, CREATE)
-    try:
+    with _entry(m, args.path, CREATE) as (pfd, base):
         os.symlink(args.other, base, dir_fd=pfd)
-    finally:
-        os.close(pfd)
 
 
 def link(m: ContainerMounts, args: PathOpArgs) -> None:
@@ -180,14 +176,11 @@ def link(m: ContainerMounts, args: PathOpArgs) -> None:
     (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH). Across mounts the kernel answers EXDEV.
     """
     src_mount, src_rel = m.locate(args.other, write=False)
-    mount, rel = m.locate(args.path)
+    m.locate(args.path)  # the new name's policy (EROFS, masked) before the source is opened
     sfd = open_in(src_mount.fd, src_rel, os.O_PATH if args.follow else os.O_PATH | os.O_NOFOLLOW)
     try:
-        pfd, base = open_parent(mount.fd, rel, CREATE)
-        try:
+        with _entry(m, args.path, CREATE) as (pfd, base):
             os.link(f"/proc/self/fd/{sfd}", base, dst_dir_fd=pfd, follow_symlinks=True)
-        finally:
-            os.close(pfd)
     finally:
         os.close(sfd)
 

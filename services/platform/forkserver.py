@@ -57,10 +57,6 @@ from services.platform.stub_child import hook_state
 
 log = logging.getLogger(__name__)
 
-#: Every container traps (filters.TRAPPED_SYSCALLS go to the sentry), not only those whose
-#: LaunchArgs ask for it. Off until the sentry serves the notifications.
-TRAP_BY_DEFAULT = False
-
 
 def exit_code(status: int) -> int:
     """A wait status as a shell reports it: the exit status, or 128 + the killing signal."""
@@ -111,8 +107,9 @@ class ForkServer:
             raise ConflictError(f"container {args.cid!r} already has a task")
         cgroup = Cgroup.create(args.spec.cgroups_path or f"{self.instance}/{args.cid}", args.spec.resources)
         try:
-            trap = TRAP_BY_DEFAULT or args.trap
-            stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=cgroup.add, trap=trap)
+            # Every container traps: filters.TRAPPED_SYSCALLS go to the sentry through the
+            # listener that Release hands out.
+            stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=cgroup.add, trap=True)
         except BaseException:
             cgroup.destroy()
             raise

@@ -22,7 +22,7 @@ def setup(ctx: ServiceContext) -> None:
     kernel = Kernel(ctx.run_dir, publisher)
     kernel.shutdown = ctx.loop.stop
     gofer = AsyncGoferChannel(str(ctx.run_dir.socket_path("gofer")), ctx.loop.add_reader, ctx.loop.remove_reader)
-    supervisor = Supervisor(gofer, ctx.loop.add_reader, ctx.loop.remove_reader)
+    supervisor = Supervisor(gofer, ctx.loop.add_event_reader, ctx.loop.remove_reader)
     kernel.supervisor = supervisor
     tasks = Subscriber(ctx.run_dir.task_events_endpoint, ["task."])
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import zmq
 
 from common.messages.gofer import Creds
 from services.sentry.gofer_client import AsyncGoferChannel
@@ -85,7 +86,7 @@ class Supervisor:
     def __init__(
         self,
         gofer: AsyncGoferChannel,
-        add_reader: Callable[[int, Callable[[int], None]], None],
+        add_reader: Callable[[int, Callable[[int, int], None]], None],
         remove_reader: Callable[[int], None],
     ) -> None:
         from services.sentry.syscalls import handler_table
@@ -98,7 +99,6 @@ class Supervisor:
         self.watched: dict[int, Watched] = {}
         #: syscall number -> (family, handler).
         self.handlers: dict[int, tuple[str, Handler]] = handler_table()
-        self._poll = select.poll()
 
     def watch(self, watched: Watched) -> None:
         """Serve watched.listener from now on (the supervisor owns it)."""
@@ -124,21 +124,14 @@ class Supervisor:
             self._remove_reader(fd)
             w.listener.close()
 
-    def _on_ready(self, fd: int) -> None:
+    def _on_ready(self, fd: int, events: int) -> None:
         w = self.watched.get(fd)
         if w is None:
             return
-        # The loop cannot tell POLLIN from POLLHUP; NOTIF_RECV would block on a bare hangup.
-        self._poll.register(fd, select.POLLIN)
-        try:
-            events = self._poll.poll(0)
-        finally:
-            self._poll.unregister(fd)
-        revents = events[0][1] if events else 0
-        if not revents & select.POLLIN:
-            if revents & (select.POLLHUP | select.POLLERR):
-                # Every task under this filter is gone; the container's exit comes from the platform.
-                self._drop(fd)
+        if not events & zmq.POLLIN:
+            # A bare hangup (NOTIF_RECV would block): every task under this filter is gone; the
+            # container's exit comes from the platform.
+            self._drop(fd)
             return
         try:
             notif = w.listener.recv()

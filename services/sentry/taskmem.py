@@ -30,6 +30,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+from collections.abc import Callable
 from typing import Final
 
 PAGE_SIZE: Final = mmap.PAGESIZE
@@ -148,64 +149,33 @@ class TaskMemory:
 
     def read(self, pid: int, addr: int, size: int) -> bytes:
         """size bytes at addr in pid's memory; all of them, or BadAddress."""
-        fd = self._fds.get(pid)
-        if fd is not None:
-            try:
-                data = os.pread(fd, size, addr)
-            except (OSError, OverflowError, ValueError):
-                pass
-            else:
-                if len(data) == size:
-                    return data
-        # First access, a stale fd (exec, exit, pid reuse) or a bad address: once more, fresh.
-        self._check_range(pid, addr, size)
-        fd = self._reopen(pid)
-        try:
-            data = os.pread(fd, size, addr)
-        except OSError as e:
-            raise self._failed(pid, e, addr, size) from None
-        if len(data) == size:
-            return data
-        if not data:
-            raise self._gone(pid)
-        raise BadAddress(addr, size, pid)
+        self._check_range(pid, addr, size)  # before allocating what the task's registers ask
+        buffer = bytearray(size)
+        self._transfer(pid, addr, size, lambda fd: os.preadv(fd, (buffer,), addr))
+        return bytes(buffer)
 
     def read_into(self, pid: int, addr: int, buffer: bytearray | memoryview) -> None:
         """Fill buffer (writable, C-contiguous) from addr in pid's memory, or BadAddress."""
-        size = len(buffer)
-        fd = self._fds.get(pid)
-        if fd is not None:
-            try:
-                if os.preadv(fd, (buffer,), addr) == size:
-                    return
-            except (OSError, OverflowError):
-                pass
-        self._check_range(pid, addr, size)
-        fd = self._reopen(pid)
-        try:
-            got = os.preadv(fd, (buffer,), addr)
-        except OSError as e:
-            raise self._failed(pid, e, addr, size) from None
-        if got == size:
-            return
-        if got == 0:
-            raise self._gone(pid)
-        raise BadAddress(addr, size, pid)
+        self._transfer(pid, addr, len(buffer), lambda fd: os.preadv(fd, (buffer,), addr))
 
     def write(self, pid: int, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Write data at addr in pid's memory (as ptrace would: read-only private pages too)."""
-        size = len(data)
+        self._transfer(pid, addr, len(data), lambda fd: os.pwrite(fd, data, addr))
+
+    def _transfer(self, pid: int, addr: int, size: int, move: Callable[[int], int]) -> None:
+        """move(fd) size bytes through pid's cached mem fd; on a short or failed move, once more
+        through a fresh one (first access, or a stale fd after exec, exit or pid reuse)."""
         fd = self._fds.get(pid)
         if fd is not None:
             try:
-                if os.pwrite(fd, data, addr) == size:
+                if move(fd) == size:
                     return
             except (OSError, OverflowError):
                 pass
         self._check_range(pid, addr, size)
         fd = self._reopen(pid)
         try:
-            done = os.pwrite(fd, data, addr)
+            done = move(fd)
         except OSError as e:
             raise self._failed(pid, e, addr, size) from None
         if done == size:

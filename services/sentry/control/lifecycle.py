@@ -63,7 +63,7 @@ class Lifecycle:
         self._k.gofer.call("Gofer.Attach", attach_args(args.cid, args.spec))
         try:
             launched, fds = self._k.platform.call_with_fds(
-                "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec, trap=True), LaunchResult, fds=args.fds
+                "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec), LaunchResult, fds=args.fds
             )
         except BaseException:
             self._detach(args.cid)

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from common.clock import now_rfc3339
 from common.errors import ConflictError, InvalidArgument, NotFound
 from services.controller import registry as registry_module
 from services.controller.registry import (
     ContainerRecord,
     Registry,
     RegistryError,
-    now_rfc3339,
     validate_id,
 )
 from tests.conftest import REPO

@@ -100,7 +100,7 @@ def launch_and_release(fs: ForkServerProcess, tmp_path: Path, cid: str, argv: li
     out = os.open(tmp_path / f"{cid}.out", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     devnull = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        launched, console = fs.call("ForkServer.Launch", LaunchArgs(cid=cid, spec=spec, trap=True), [devnull, out, out])
+        launched, console = fs.call("ForkServer.Launch", LaunchArgs(cid=cid, spec=spec), [devnull, out, out])
     finally:
         os.close(out)
         os.close(devnull)
