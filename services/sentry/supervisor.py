@@ -27,7 +27,7 @@ from services.sentry.seccomp import Listener, as_int
 from services.sentry.strace import describe_call
 from services.sentry.taskinfo import task_creds, task_cwd, task_fd_path
 from services.sentry.taskmem import BadAddress, TaskGone, TaskMemory
-from services.sentry.vfs import AT_FDCWD, MountTable, join, resolve_in_task
+from services.sentry.vfs import AT_FDCWD, SCOPING_FLAGS, MountTable, join, resolve_in_task, resolve_scoped
 
 log = logging.getLogger(__name__)
 strace_log = logging.getLogger("strace")
@@ -231,9 +231,12 @@ class Supervisor:
             # The wire carries text; a path no container tool makes is refused, not mangled.
             raise OSError(errno.EILSEQ, "path is not UTF-8") from None
 
-    def container_path(self, pid: int, dirfd: int, path: str, follow: bool = False) -> str:
+    def container_path(self, pid: int, dirfd: int, path: str, follow: bool = False, resolve: int = 0) -> str:
         """path as the task names it (relative to its cwd or dirfd), as the container path its
-        kernel would reach (see vfs.resolve_in_task); follow resolves a final symlink too."""
+        kernel would reach (see vfs.resolve_in_task); follow resolves a final symlink too, and
+        openat2's RESOLVE_* flags in resolve are enforced as the task's kernel would."""
+        if resolve & SCOPING_FLAGS:
+            return resolve_scoped(pid, as_int(dirfd), path, follow, resolve)
         if not path.startswith("/"):
             dirfd = as_int(dirfd)
             path = join(task_cwd(pid) if dirfd == AT_FDCWD else task_fd_path(pid, dirfd), path)

@@ -13,16 +13,27 @@ leaves it.
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 
 from common.messages.gofer import AttachArgs, MountPolicy
 from common.messages.spec import ContainerSpec
-from common.openat2 import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
+from common.openat2 import (
+    RESOLVE_BENEATH,
+    RESOLVE_IN_ROOT,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_SYMLINKS,
+    RESOLVE_NO_XDEV,
+    openat2,
+)
 from services.sentry.taskmem import TaskGone
 
 #: AT_FDCWD as the kernel passes it in a 64-bit argument register (an int, sign-extended).
 AT_FDCWD = -100
+
+#: The openat2 RESOLVE_* flags that restrict how a program's path may be walked.
+SCOPING_FLAGS = RESOLVE_NO_XDEV | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH | RESOLVE_IN_ROOT
 
 
 def attach_args(cid: str, spec: ContainerSpec) -> AttachArgs:
@@ -116,3 +127,58 @@ def _resolved(root: int, path: str, flags: int) -> str | None:
     # A file on one of the task's mounts reads as its container path; anything else (a deleted
     # directory, a mount outside its view) is not a path to act on.
     return name if name.startswith("/") and not name.endswith(" (deleted)") else None
+
+
+def resolve_scoped(pid: int, dirfd: int, path: str, follow: bool, resolve: int) -> str:
+    """As resolve_in_task, for an openat2 whose RESOLVE_* flags restrict the walk: the kernel
+    walks path from the task's own dirfd (or cwd, or root) with the program's flags, so EXDEV,
+    ELOOP and the rest are raised exactly where the task's openat2 would raise them.
+
+    A relative walk without BENEATH or IN_ROOT that climbs above the task's root by ".." is the
+    one case told apart from the task's kernel: the sentry is not chrooted there, so the walk
+    fails (ENOENT or EXDEV) where the task's would stay at its root.
+    """
+    flags = resolve & SCOPING_FLAGS
+    if path.startswith("/") and not flags & (RESOLVE_BENEATH | RESOLVE_IN_ROOT):
+        base, flags = f"/proc/{pid}/root", flags | RESOLVE_IN_ROOT  # the task's root is its "/"
+    elif dirfd == AT_FDCWD:
+        base = f"/proc/{pid}/cwd"
+    else:
+        base = f"/proc/{pid}/fd/{dirfd}"
+    try:
+        start = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise TaskGone(pid) from None
+        raise OSError(errno.EBADF, "not an open fd of the task", dirfd) from None
+    try:
+        stripped = path.rstrip("/")
+        parent, _, last = stripped.rpartition("/")
+        if follow and last not in (".", ".."):
+            try:
+                return _walked(start, stripped, os.O_PATH, flags)
+            except FileNotFoundError:
+                pass  # the file is to be created: its parent must still pass
+        if not stripped:
+            return "/" if path.startswith("/") else _walked(start, ".", os.O_PATH, flags)
+        try:
+            where = _walked(start, parent or "/" if path.startswith("/") else parent or ".", _DIR, flags)
+        except FileNotFoundError:
+            # Nothing more to check here: a missing directory, or a /proc/self link that names
+            # the sentry rather than the task. The path as written is left to the mount's owner.
+            return join(_walked(start, ".", _DIR, 0), path.lstrip("/"))
+        return where.rstrip("/") + "/" + last + ("/" if path.endswith("/") else "")
+    finally:
+        os.close(start)
+
+
+_DIR = os.O_PATH | os.O_DIRECTORY
+
+
+def _walked(start: int, path: str, oflags: int, resolve: int) -> str:
+    """The container path openat2 reaches from start, raising its errno."""
+    fd = openat2(start, path, oflags | os.O_CLOEXEC, 0, resolve)
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)

@@ -23,11 +23,14 @@ _OPEN_HOW = struct.Struct("=QQQ")
 
 def _open(sv: Supervisor, call: Call, dirfd: int, addr: int, flags: int, mode: int, resolve: int = 0) -> None:
     flags &= 0xFFFFFFFF
-    follow = not flags & os.O_NOFOLLOW and flags & (os.O_CREAT | os.O_EXCL) != os.O_CREAT | os.O_EXCL
-    path = sv.container_path(call.pid, dirfd, sv.path_arg(call, addr), follow)
     # O_PATH ignores the access mode and O_CREAT/O_TRUNC: such an open never writes, and the
     # kernel refuses to install an O_PATH file through ADDFD anyway.
-    if not flags & _WRITE_FLAGS or flags & os.O_PATH or not call.w.mounts.served_by_gofer(path):
+    if not flags & _WRITE_FLAGS or flags & os.O_PATH:
+        sv.cont(call)
+        return
+    follow = not flags & os.O_NOFOLLOW and flags & (os.O_CREAT | os.O_EXCL) != os.O_CREAT | os.O_EXCL
+    path = sv.container_path(call.pid, dirfd, sv.path_arg(call, addr), follow, resolve)
+    if not call.w.mounts.served_by_gofer(path):
         sv.cont(call)
         return
     creds, umask = sv.creds(call.pid)
