@@ -64,19 +64,30 @@ class FdClient:
         self.close()
 
     def call(
-        self, method: str, args: Any = None, result_type: type[R] | None = None, fds: list[int] | None = None
+        self,
+        method: str,
+        args: Any = None,
+        result_type: type[R] | None = None,
+        fds: list[int] | None = None,
+        wait_forever: bool = False,
     ) -> tuple[Any, list[int]]:
-        """Send one request with fds (still owned by the caller) and wait for the reply.
+        """Send one request with fds (still owned by the caller) and wait for the reply (with
+        wait_forever, however long it takes: a method that answers late, like Proc.WaitPid).
 
         Returns the decoded result and the reply's fds, which the caller owns and must close.
         """
         body = wire.to_wire(args) if args is not None else {}
         rid = next_id()
+        timeout = self.sock.gettimeout()
         try:
             fdpass.send_frame(self.sock, wire.encode_request(rid, method, body), fds)
+            if wait_forever:
+                self.sock.settimeout(None)
             frame, out_fds = fdpass.recv_frame(self.sock)
         except (TimeoutError, OSError) as e:
             raise ServiceUnavailable(f"{method} on {self.path}: {e}") from None
+        finally:
+            self.sock.settimeout(timeout)
         if not frame:
             fdpass.close_all(out_fds)
             raise ServiceUnavailable(f"{method} on {self.path}: connection closed")

@@ -193,11 +193,18 @@ class ServiceLoop:
         if not frame and not fds:
             self._drop(fd)
             return
-        reply, out_fds = self.dispatcher.handle(frame, fds)
+        answer = self.dispatcher.handle_or_defer(frame, fds, lambda reply, out: self._send_later(conn, reply, out))
+        if answer is not None:
+            self._send_later(conn, *answer)
+
+    def _send_later(self, conn: socket.socket, reply: bytes, fds: list[int]) -> None:
+        """Send a reply (now, or once a deferred result is settled) unless the peer is gone;
+        the reply's fds are closed either way."""
         try:
-            self._send(conn, reply, out_fds)
+            if self._conns.get(conn.fileno()) is conn:  # a closed socket's fileno() is -1
+                self._send(conn, reply, fds)
         finally:
-            fdpass.close_all(out_fds)
+            fdpass.close_all(fds)
 
     def _send(self, conn: socket.socket, reply: bytes, fds: list[int]) -> None:
         try:

@@ -87,6 +87,21 @@ class SignalArgs:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SignalProcessArgs:
+    """Arguments to Platform.SignalProcess: a signal to one process of a container."""
+
+    #: Container id.
+    cid: str
+    #: The process's host pid; it must belong to the container.
+    host_pid: int
+    #: Signal number.
+    signo: int
+    #: Signal the foreground process group of the process's terminal instead, if it has one
+    #: in the container.
+    foreground: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PidsResult:
     """Host pids of a container's processes."""
 

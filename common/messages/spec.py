@@ -22,6 +22,25 @@ class Rlimit:
     soft: int
 
 
+#: runc's default capabilities, kept when the spec sets none.
+DEFAULT_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Capabilities:
     """The five capability sets, by name (e.g. "CAP_CHOWN")."""

@@ -193,24 +193,34 @@ class Containers:
         return result
 
     def _require(self, cid: str, action: str, *allowed: str) -> ContainerRecord:
-        rec = self._refresh(self._reg.get(cid))
-        if rec.status not in allowed:
-            raise ConflictError(f"cannot {action} container {cid!r} in state {rec.status}")
-        return rec
+        return require(self._reg, self._sentry, cid, action, *allowed)
 
     def _refresh(self, rec: ContainerRecord) -> ContainerRecord:
-        """Ask the sentry about a container the registry thinks alive (an event may be missed)."""
-        if rec.status not in LIVE:
-            return rec
-        try:
-            status = self._sentry.call("Lifecycle.GetStatus", ContainerArgs(cid=rec.id), ContainerStatus)
-        except NotFound:
-            # The sentry has no such container: whatever ran is gone.
-            return self._reg.update(rec.id, status="stopped")
-        return self._record(status)
+        return refresh(self._reg, self._sentry, rec)
 
     def _record(self, status: ContainerStatus) -> ContainerRecord:
         return record_status(self._reg, status)
+
+
+def require(registry: Registry, sentry: ServiceChannel, cid: str, action: str, *allowed: str) -> ContainerRecord:
+    """The record of cid brought up to date; ConflictError naming action unless its status is
+    one of allowed (gVisor's requireStatus), NotFound for an unknown id."""
+    rec = refresh(registry, sentry, registry.get(cid))
+    if rec.status not in allowed:
+        raise ConflictError(f"cannot {action} container {cid!r} in state {rec.status}")
+    return rec
+
+
+def refresh(registry: Registry, sentry: ServiceChannel, rec: ContainerRecord) -> ContainerRecord:
+    """Ask the sentry about a container the registry thinks alive (an event may be missed)."""
+    if rec.status not in LIVE:
+        return rec
+    try:
+        status = sentry.call("Lifecycle.GetStatus", ContainerArgs(cid=rec.id), ContainerStatus)
+    except NotFound:
+        # The sentry has no such container: whatever ran is gone.
+        return registry.update(rec.id, status="stopped")
+    return record_status(registry, status)
 
 
 def record_status(registry: Registry, status: ContainerStatus) -> ContainerRecord:

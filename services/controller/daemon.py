@@ -1,4 +1,5 @@
-"""Set-up of the controller service: the registry, the way to the sentry, the Containers domain."""
+"""Set-up of the controller service: the registry, the way to the sentry, the Containers and Proc
+domains."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from common.client import ServiceChannel
 from common.events import Subscriber
 from common.service import ServiceContext, Setup
 from services.controller.containers import SENTRY_TIMEOUT, Containers, record_event
+from services.controller.proc import ExitWaiters, Proc
 from services.controller.registry import Registry
 
 
@@ -14,16 +16,26 @@ def make_setup(root: str) -> Setup:
 
     def setup(ctx: ServiceContext) -> None:
         registry = Registry.open(root)
-        containers = Containers(registry, ServiceChannel(ctx.run_dir.socket_path("sentry"), SENTRY_TIMEOUT))
-        events = Subscriber(ctx.run_dir.events_endpoint, ["container."])
+        # One connection to the sentry for every domain: the loop serves one request at a time.
+        sentry = ServiceChannel(ctx.run_dir.socket_path("sentry"), SENTRY_TIMEOUT)
+        containers = Containers(registry, sentry)
+        waiters = ExitWaiters(sentry)
+        events = Subscriber(ctx.run_dir.events_endpoint, ["container.", "process."])
 
         def on_event() -> None:
-            for _topic, env in events.drain():
-                record_event(registry, env["body"])
+            for topic, env in events.drain():
+                body = env["body"]
+                if topic.startswith("process."):
+                    waiters.process_exited(body["cid"], body["pid"])
+                    continue
+                record_event(registry, body)
+                if topic.endswith(".delete"):
+                    waiters.container_gone(body["cid"])
 
         ctx.loop.add_socket(events.sock, on_event)
         ctx.loop.add_cleanup(events.close)
         ctx.loop.add_cleanup(registry.close)
         ctx.registry.register(containers)
+        ctx.registry.register(Proc(registry, sentry, waiters))
 
     return setup

@@ -134,6 +134,23 @@ def _host_path(node: Node, bundle: str) -> str:
     return os.path.normpath(os.path.join(bundle, path))
 
 
+def parse_process(text: str, source: str) -> tuple[ProcessSpec, set[str]]:
+    """An OCI Process given on its own (runc exec --process), and the fields it sets.
+
+    InvalidArgument names source and the field at fault.
+    """
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise InvalidArgument(f"{source}: not JSON: {e}") from None
+    try:
+        process = _process(Node(value, "process"))
+    except InvalidArgument as e:
+        raise InvalidArgument(str(e).replace("config.json: process", source, 1)) from None
+    assert process is not None
+    return process, set(value) if isinstance(value, dict) else set()
+
+
 def _process(process: Node | None) -> ProcessSpec | None:
     if process is None:
         return None

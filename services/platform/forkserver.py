@@ -6,11 +6,12 @@ Dispatcher every service uses. Beside replies it sends unsolicited exit events
 (``{"v": 1, "event": "exit", "body": TaskExit}``) on that connection. Each exit is first written
 durably to ``$RUN/exits/<pid>.json`` so that a platform that was not listening can collect it.
 
-A trapping container's init hands its seccomp listener to Release, which returns a dup; the
-fork server keeps the original until Destroy (every descendant of the init shares the filter,
-and if the last holder closes it their trapped calls fail with ENOSYS for good) and hands out
-dups again with Listeners. After Release it also reads the init's sync socket until EOF (the
-exec), logging a late failure.
+A container's init hands its seccomp listener to Release, which returns a dup, and so does
+each process Exec starts in a running container (exec_stub.py): the fork server keeps each
+original while any task uses its filter (every descendant shares it, and if the last holder
+closed it their trapped calls would fail with ENOSYS for good), closing it at its hangup or at
+Destroy, and hands out dups again with Listeners. After Release or Exec it also reads the
+child's sync socket until EOF (the exec), logging a late failure.
 
 Run as ``python -m services.platform.forkserver --socket-fd N --run-dir DIR``.
 """
@@ -44,12 +45,14 @@ from common.messages.platform import (
     PidsResult,
     ReleaseResult,
     SignalArgs,
+    SignalProcessArgs,
     StatsResult,
     TaskExit,
 )
+from common.messages.proc import ExecArgs, ExecStarted
 from common.messages.spec import ContainerSpec
 from common.rpc import Dispatcher, Registry
-from services.platform import hooks
+from services.platform import exec_stub, hooks
 from services.platform import stub as stubs
 from services.platform.cgroups import Cgroup
 from services.platform.execplan import plan_for
@@ -95,9 +98,12 @@ class ForkServer:
         self.cgroups: dict[str, Cgroup] = {}
         #: The spec of every container with a cgroup, for its poststart and poststop hooks.
         self.specs: dict[str, ContainerSpec] = {}
-        #: The seccomp listener of every trapping container, kept until Destroy (not only
-        #: while its init lives: the init's descendants share the filter).
-        self.listener_fds: dict[str, int] = {}
+        #: Seccomp listener fd -> its container: the init's and every exec'd process's, kept
+        #: while a task uses the filter (not only while its first task lives: descendants
+        #: share it).
+        self.listener_fds: dict[int, str] = {}
+        #: Host pid -> container of every exec'd process not yet reaped.
+        self.execs: dict[int, str] = {}
         #: Sync sockets of released trapping inits, by fd, read until EOF for late failures.
         self.late: dict[int, stubs.Stub] = {}
 
@@ -132,7 +138,7 @@ class ForkServer:
         stub, task.stub = task.stub, None
         listener = stubs.release(stub, plan, args.fds)
         if listener is not None:
-            self.listener_fds[args.container_id] = listener
+            self._keep_listener(args.container_id, listener)
             self._watch(stub)
         spec = self.specs[args.container_id]
         state = hook_state(spec, args.container_id, "running", task.pid)
@@ -140,17 +146,50 @@ class ForkServer:
         # The Dispatcher sends the dup on and closes it.
         return ReleaseResult(pid=task.pid, fds=[os.dup(listener)] if listener is not None else [])
 
+    def exec(self, args: ExecArgs) -> ExecStarted:
+        """Start a process in a running container (runc's setns process); it waits in its
+        trapped exec for whoever holds the listener that comes back (a dup: the fork server
+        keeps its own)."""
+        cid = args.container_id
+        task = self._task(cid)
+        if task.stub is not None:
+            raise ConflictError(f"cannot exec in container {cid!r}: it was not started")
+        spawned = exec_stub.spawn(self.specs[cid], task.pid, args, before_setup=self._cgroup(cid).add)
+        self.execs[spawned.stub.pid] = cid
+        self._keep_listener(cid, spawned.listener)
+        self._watch(spawned.stub)
+        fds = [os.dup(spawned.listener)]
+        if spawned.console is not None:
+            fds.append(spawned.console)
+        # The Dispatcher sends the files on and closes them.
+        return ExecStarted(pid=spawned.ns_pid, host_pid=spawned.stub.pid, fds=fds)
+
     def listeners(self, args: ListenersArgs) -> ListenersResult:
-        """A dup of the listener of every trapping container (of args.cids, if given)."""
-        cids = [cid for cid in self.listener_fds if not args.cids or cid in args.cids]
+        """A dup of every listener still in use (of the containers in args.cids, if given);
+        a container has one per task tree (its init's, each exec'd process's)."""
+        kept = [(fd, cid) for fd, cid in self.listener_fds.items() if not args.cids or cid in args.cids]
         fds: list[int] = []
         try:
-            for cid in cids:
-                fds.append(os.dup(self.listener_fds[cid]))
+            for fd, _ in kept:
+                fds.append(os.dup(fd))
         except BaseException:
             fdpass.close_all(fds)
             raise
-        return ListenersResult(cids=cids, fds=fds)
+        return ListenersResult(cids=[cid for _, cid in kept], fds=fds)
+
+    def _keep_listener(self, cid: str, fd: int) -> None:
+        self.listener_fds[fd] = cid
+        if self.poller is not None:
+            # No POLLIN: a pending notification is the sentry's business; only the hangup
+            # (no task left under the filter), which poll always reports, is ours.
+            self.poller.register(fd, 0)
+
+    def _drop_listener(self, fd: int) -> None:
+        """A listener's filter has no task left (or its container goes): close our copy."""
+        if self.listener_fds.pop(fd, None) is not None:
+            if self.poller is not None:
+                self.poller.unregister(fd)
+            os.close(fd)
 
     def _read_late(self, fd: int) -> None:
         """The sync socket fd of a released init is readable: log what it says, drop it at EOF."""
@@ -185,6 +224,18 @@ class ForkServer:
                     os.kill(pid, args.signo)
         finally:
             cgroup.thaw()
+
+    def signal_process(self, args: SignalProcessArgs) -> None:
+        """Signal one process of the container or, with foreground, the foreground process group
+        of its terminal when that group is the container's too."""
+        members = set(self._cgroup(args.cid).pids())
+        if args.host_pid not in members:
+            raise NotFound(f"container {args.cid!r} has no process {args.host_pid}")
+        group = _terminal_group(args.host_pid) if args.foreground else None
+        if group is not None and group in members:
+            os.killpg(group, args.signo)
+        else:
+            os.kill(args.host_pid, args.signo)
 
     def freeze(self, args: ContainerRef) -> None:
         """Freeze every process of the container."""
@@ -225,14 +276,13 @@ class ForkServer:
             task.stub.sync.close()
         for fd in [fd for fd, stub in self.late.items() if stub.container_id == cid]:
             self._unwatch(fd)
-        listener = self.listener_fds.pop(cid, None)
         try:
             if cgroup is not None:
                 cgroup.destroy()
         finally:
-            if listener is not None:
-                # Once the cgroup is gone so are the tasks: no trapped call is left to answer.
-                os.close(listener)
+            # Once the cgroup is gone so are the tasks: no trapped call is left to answer.
+            for fd in [fd for fd, owner in self.listener_fds.items() if owner == cid]:
+                self._drop_listener(fd)
         return spec
 
     def _task(self, cid: str) -> Task:
@@ -248,6 +298,19 @@ class ForkServer:
         return cgroup
 
 
+def _terminal_group(pid: int) -> int | None:
+    """The foreground process group of pid's controlling terminal (tpgid in /proc/PID/stat,
+    numbered in our pid namespace), or None without one."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # Fields after the parenthesised command: state, ppid, pgrp, session, tty_nr, tpgid, ...
+    tpgid = int(stat.rpartition(")")[2].split()[5])
+    return tpgid if tpgid > 0 else None
+
+
 def reap(server: ForkServer) -> list[TaskExit]:
     """Collect every child that exited; record each exit durably before reporting it."""
     exits = []
@@ -258,12 +321,14 @@ def reap(server: ForkServer) -> list[TaskExit]:
             break
         if pid == 0:
             break
-        cid = next((t.cid for t in server.tasks.values() if t.pid == pid), "")
-        task = server.tasks.get(cid)
+        task = next((t for t in server.tasks.values() if t.pid == pid), None)
         if task is not None:
+            cid = task.cid
             if task.stub is not None:
                 task.stub.sync.close()
             del server.tasks[cid]
+        else:
+            cid = server.execs.pop(pid, "")  # an exec'd process, or a child we no longer know
         event = TaskExit(cid=cid, pid=pid, init=task is not None, exit_code=exit_code(status))
         record_exit(server.exits_dir, event)
         exits.append(event)
@@ -328,6 +393,9 @@ def serve(conn: socket.socket, run_dir: Path) -> None:
                 continue
             if fd in server.late:
                 server._read_late(fd)
+                continue
+            if fd in server.listener_fds:
+                server._drop_listener(fd)
                 continue
             if fd != conn.fileno():
                 continue  # a late socket dropped while this batch was pending

@@ -118,6 +118,12 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     return _check(libc.prctl(ctypes.c_int(option), *args))
 
 
+def setns(fd: int, nstype: int) -> None:
+    """setns(2): join the namespaces of fd (a namespace file, or a pidfd with several CLONE_NEW*
+    bits, joined at once in the kernel's order: the user namespace first)."""
+    _check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+
 def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
     """close_range(2) without flags: close every fd from first to last, both included."""
     _check(libc.syscall(SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0)))

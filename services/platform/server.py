@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from common import fdpass, wire
 from common.errors import MessageError, ServiceUnavailable, error_from_wire
@@ -28,12 +28,16 @@ from common.messages.platform import (
     PidsResult,
     ReleaseResult,
     SignalArgs,
+    SignalProcessArgs,
     StatsResult,
     TaskExit,
 )
+from common.messages.proc import ExecArgs, ExecStarted
 from common.service import ServiceContext
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 class ForkServerConnection:
@@ -145,34 +149,40 @@ class Platform:
 
     def launch(self, args: LaunchArgs) -> LaunchResult:
         """Create a container's init, set up and waiting to exec; with a terminal, its pty master."""
-        result, fds = self._fs.call_with_fds("ForkServer.Launch", args, fds=args.fds)
-        try:
-            return dataclasses.replace(wire.from_wire(LaunchResult, result), fds=fds)
-        except BaseException:
-            fdpass.close_all(fds)
-            raise
+        return self._with_files("ForkServer.Launch", args, LaunchResult, args.fds, lambda r: len(r.fds) <= 1)
 
     def release(self, args: StartContainerArgs) -> ReleaseResult:
         """Let the init exec the program args describe; a trapping init's listener comes back
         (the fork server keeps its own copy)."""
-        result, fds = self._fs.call_with_fds("ForkServer.Release", args, fds=args.fds)
-        try:
-            return dataclasses.replace(wire.from_wire(ReleaseResult, result), fds=fds)
-        except BaseException:
-            fdpass.close_all(fds)
-            raise
+        return self._with_files("ForkServer.Release", args, ReleaseResult, args.fds, lambda r: len(r.fds) <= 1)
 
     def listeners(self, args: ListenersArgs) -> ListenersResult:
         """The seccomp listener of every trapping container (for a sentry that restarted)."""
-        result, fds = self._fs.call_with_fds("ForkServer.Listeners", args)
+        return self._with_files("ForkServer.Listeners", args, ListenersResult, [], lambda r: len(r.fds) == len(r.cids))
+
+    def exec(self, args: ExecArgs) -> ExecStarted:
+        """Start a process in a running container; its listener (and, with a terminal, its pty
+        master) comes back, the fork server keeping its own copy of the listener."""
+        return self._with_files(
+            "ForkServer.Exec", args, ExecStarted, args.fds, lambda r: len(r.fds) == 1 + args.terminal
+        )
+
+    def _with_files(self, method: str, args: Any, result_type: type[R], fds: list[int], fits: Callable[[R], bool]) -> R:
+        """A fork-server call whose reply carries files: the result with them (the caller's);
+        MessageError, every file closed, when fits says they do not match the result."""
+        raw, received = self._fs.call_with_fds(method, args, fds=fds)
         try:
-            listeners = dataclasses.replace(wire.from_wire(ListenersResult, result), fds=fds)
-            if len(listeners.fds) != len(listeners.cids):
-                raise MessageError(f"fork server sent {len(fds)} listeners for {len(listeners.cids)} containers")
+            result = dataclasses.replace(wire.from_wire(result_type, raw), fds=received)  # type: ignore[type-var]
+            if not fits(result):
+                raise MessageError(f"{method}: the fork server sent {len(received)} files that do not fit {raw!r:.120}")
         except BaseException:
-            fdpass.close_all(fds)
+            fdpass.close_all(received)
             raise
-        return listeners
+        return result
+
+    def signal_process(self, args: SignalProcessArgs) -> None:
+        """Signal one process of a container, or its terminal's foreground process group."""
+        self._fs.call("ForkServer.SignalProcess", args)
 
     def signal(self, args: SignalArgs) -> None:
         """Signal the init or every process of the container."""

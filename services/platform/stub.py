@@ -167,18 +167,14 @@ def release(stub: Stub, plan: ExecPlan, fds: list[int] | None = None) -> int | N
     listener = None
     try:
         _send(stub, "run", {"plan": plan.to_message()}, fds)
-        deadline = time.monotonic() + SYNC_TIMEOUT
         if stub.trap:
-            _, received = _wait_for(stub, ("listener",), deadline, keep_fds=True)
-            if len(received) != 1:
-                fdpass.close_all(received)
-                raise StubError(f"container init {stub.pid}: 'listener' came with {len(received)} files")
-            listener = received[0]
+            listener = await_listener(stub)
         else:
-            _wait_for(stub, (), deadline)
-    except _SyncTimeout:
-        _signal(stub.pid, signal.SIGKILL)
-        raise
+            try:
+                _wait_for(stub, (), time.monotonic() + SYNC_TIMEOUT)
+            except _SyncTimeout:
+                _signal(stub.pid, signal.SIGKILL)
+                raise
     finally:
         if listener is None:
             stub.sync.close()
@@ -188,6 +184,31 @@ def release(stub: Stub, plan: ExecPlan, fds: list[int] | None = None) -> int | N
     stub.sync.settimeout(None)
     log.debug("container %s: init %d sent its listener", stub.container_id, stub.pid)
     return listener
+
+
+def send_go(stub: Stub) -> None:
+    """Tell a child waiting for "go" to proceed; StubError when it is gone."""
+    _send(stub, "go")
+
+
+def await_listener(stub: Stub) -> int:
+    """Wait for a trapping child's seccomp listener (the caller's), its pty master going to
+    stub.console on the way; StubError for a failure it reports, its death, or silence for
+    SYNC_TIMEOUT (it is then killed). The caller reaps the child either way."""
+    deadline = time.monotonic() + SYNC_TIMEOUT
+    try:
+        while True:
+            step, received = _wait_for(stub, ("console", "listener"), deadline, keep_fds=True)
+            if step == "listener":
+                break
+            fdpass.close_all(received)  # "console" (an exec'd process's): its master is stub.console
+    except _SyncTimeout:
+        _signal(stub.pid, signal.SIGKILL)
+        raise
+    if len(received) != 1:
+        fdpass.close_all(received)
+        raise StubError(f"container process {stub.pid}: 'listener' came with {len(received)} files")
+    return received[0]
 
 
 def read_late(stub: Stub) -> bool:

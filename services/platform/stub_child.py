@@ -22,45 +22,31 @@ stderr ("exec failed: ..."), as runc does, and the parent only logs the {"error"
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import resource
 import signal
 import socket
-import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from common.messages.spec import ContainerSpec
 from services.platform import hooks, linux, mounts
 from services.platform.clone import CLONE_NEWCGROUP, CLONE_NEWUSER, CLONE_NEWUTS
 from services.platform.execplan import ExecPlan, resolve_binary, resolve_home
-from services.platform.filters import SECCOMP_FILTER_FLAG_NEW_LISTENER, load_filter
-from services.platform.linux import CAPABILITIES, MS_RDONLY, prctl
+from services.platform.linux import MS_RDONLY, prctl
 from services.platform.mounts import SetupError, doing
+from services.platform.program import (
+    EXEC_FAILED_STATUS,
+    CapSets,
+    Channel,
+    ExecError,
+    Identity,
+    become_and_exec,
+    check_executable,
+    report_failure,
+    reset_signal_handlers,
+)
 from services.platform.stub_io import arrange_fds, open_terminal, place_donated, recv_message, send_message
-
-#: Exit status of a child whose exec failed (the shell's "command not found").
-EXEC_FAILED_STATUS = 127
-#: Signals Python ignores at start-up that a program expects at their defaults.
-_RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CapSets:
-    """Capability masks (bit n = capability n) to apply before exec."""
-
-    #: Bounding set: every capability outside it is dropped with PR_CAPBSET_DROP.
-    bounding: int
-    #: Effective set.
-    effective: int
-    #: Permitted set.
-    permitted: int
-    #: Inheritable set.
-    inheritable: int
-    #: Capabilities raised into the ambient set.
-    ambient: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,19 +71,6 @@ class ChildPlan:
     trap: bool = False
 
 
-@dataclass(slots=True)
-class _Channel:
-    """The sync socket, wherever the fd shuffles move it."""
-
-    sock: socket.socket
-    #: The listener went to the parent, which no longer waits for the outcome.
-    late: bool = False
-
-
-class _ExecError(Exception):
-    """exec failed: the message goes to the parent as it is and the child exits 127."""
-
-
 def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) -> NoReturn:
     """Run the container's init in the cloned child; never returns.
 
@@ -105,10 +78,10 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
     sock becomes fd len(stdio) and closes on exec.
     """
     status = 1
-    chan = _Channel(sock)
+    chan = Channel(sock)
     try:
         parent_end.close()
-        _reset_signal_handlers()
+        reset_signal_handlers()
         prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         # In a pid namespace getppid() is 0, so the parent's death shows only as EOF here.
         _expect(chan.sock, "go")
@@ -127,13 +100,7 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
         status = EXEC_FAILED_STATUS
         _finalize(plan, exec_plan, donated, chan)
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent, then _exit
-        text = str(e) if isinstance(e, _ExecError) else f"container init: {str(e) or type(e).__name__}"
-        err = getattr(e, "errno", None) or getattr(e.__cause__, "errno", None)
-        if chan.late:  # nobody waits for the sync socket: say it where the user looks
-            with contextlib.suppress(OSError):
-                os.write(2, f"exec failed: {text}\n".encode(errors="replace"))
-        with contextlib.suppress(OSError):  # a parent that is gone cannot be told
-            send_message(chan.sock, {"error": text, "errno": err})
+        report_failure(chan, e, "container init")
     finally:
         os._exit(status)
 
@@ -165,17 +132,6 @@ def _expect_run(sock: socket.socket) -> tuple[ExecPlan, list[int]]:
             os.close(fd)
         raise
     return plan, fds
-
-
-def _reset_signal_handlers() -> None:
-    """Drop the caller's Python signal handling: its handlers and wakeup fd mean nothing here."""
-    signal.set_wakeup_fd(-1)
-    for signo in signal.valid_signals():
-        try:
-            if callable(signal.getsignal(signo)):
-                signal.signal(signo, signal.SIG_DFL)
-        except (OSError, ValueError):
-            continue  # SIGKILL, SIGSTOP and the real-time signals Python reserves
 
 
 def hook_state(spec: ContainerSpec, container_id: str, status: str, pid: int) -> bytes:
@@ -237,7 +193,7 @@ def _setup(plan: ChildPlan, sock: socket.socket) -> None:
             os.close(master)
 
 
-def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], chan: _Channel) -> NoReturn:
+def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], chan: Channel) -> NoReturn:
     """After "run": donated fds, limits, startContainer hooks, credentials, capabilities,
     no_new_privs, seccomp, exec."""
     process = plan.spec.process
@@ -253,10 +209,10 @@ def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], chan: _Channel
         try:
             filename = resolve_binary(filename, run.wd, env)
         except OSError as e:
-            raise _ExecError(f"exec {filename}: {e.strerror or e}") from e
+            raise ExecError(f"exec {filename}: {e.strerror or e}") from e
     if plan.trap:
         # The trapped exec fails only after the parent has stopped waiting: say now what we can.
-        _check_executable(filename)
+        check_executable(filename)
     for number, soft, hard in run.rlimits:
         with doing(f"setting rlimit {number} to {soft}/{hard}"):
             resource.setrlimit(number, (soft, hard))
@@ -270,34 +226,16 @@ def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], chan: _Channel
     )
     if plan.trap:
         _readonly_view(plan.spec)
-    caps = plan.caps
-    with doing("dropping capabilities from the bounding set"):
-        # Before setuid: PR_CAPBSET_DROP needs CAP_SETPCAP, which a non-root uid loses.
-        _drop_bounding(caps.bounding)
-    # Without no_new_privs, loading a filter needs CAP_SYS_ADMIN (runc's rule): load it while
-    # the child still has it, unless the program keeps it anyway and it can go last.
-    early_seccomp = not process.no_new_privileges and not caps.effective >> CAPABILITIES["CAP_SYS_ADMIN"] & 1
-    if early_seccomp:
-        _load_seccomp(plan, chan)
-    _set_user(run.uid, run.gid, process.additional_gids)
-    with doing("setting capabilities"):
-        linux.capset(caps.effective, caps.permitted, caps.inheritable)
-        prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
-        for cap in caps.ambient:
-            prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
-    if process.no_new_privileges:
-        with doing("setting no_new_privs"):
-            prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
-    for signo in _RESTORED_SIGNALS:
-        signal.signal(signo, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    if not early_seccomp:
-        # Last, so that none of the init's own calls runs under the filter.
-        _load_seccomp(plan, chan)
-    try:
-        os.execve(filename, run.argv, _env_map(env))
-    except OSError as e:
-        raise _ExecError(f"exec {filename}: [Errno {e.errno}] {e.strerror}") from e
+    who = Identity(
+        uid=run.uid,
+        gid=run.gid,
+        additional_gids=process.additional_gids,
+        caps=plan.caps,
+        no_new_privileges=process.no_new_privileges,
+        seccomp=plan.seccomp,
+        trap=plan.trap,
+    )
+    become_and_exec(chan, who, filename, run.argv, env)
 
 
 def _readonly_view(spec: ContainerSpec) -> None:
@@ -312,78 +250,3 @@ def _readonly_view(spec: ContainerSpec) -> None:
             continue  # not a bind mount, or covered by a later mount on the same destination
         with doing(f"making {m.destination} read-only"):
             mounts.remount_bind(m.destination, mounts.parse_options(m.options).flags | MS_RDONLY)
-
-
-def _check_executable(filename: str) -> None:
-    """Raise _ExecError, as the exec would, for a file that is missing or not executable."""
-    try:
-        st = os.stat(filename)
-        if not stat.S_ISREG(st.st_mode) or not os.access(filename, os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-    except OSError as e:
-        raise _ExecError(f"exec {filename}: [Errno {e.errno}] {e.strerror}") from e
-
-
-def _load_seccomp(plan: ChildPlan, chan: _Channel) -> None:
-    """Load the filter; when it traps, hand its listener to the parent at once.
-
-    Between the load and the send nothing may make a trapped call: nobody holds the listener
-    to answer it, and the init would block for good.
-    """
-    with doing("loading the seccomp filter"):
-        if not plan.trap:
-            load_filter(plan.seccomp)
-            return
-        listener = load_filter(plan.seccomp, SECCOMP_FILTER_FLAG_NEW_LISTENER)
-    try:
-        with doing("sending the seccomp listener"):
-            send_message(chan.sock, {"sync": "listener"}, [listener])
-    finally:
-        os.close(listener)
-    chan.late = True
-
-
-def _env_map(env: list[str]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for entry in env:
-        key, _, value = entry.partition("=")
-        result[key] = value
-    return result
-
-
-def _drop_bounding(keep: int) -> None:
-    for cap in range(linux.CAP_LAST + 1):
-        if keep >> cap & 1:
-            continue
-        try:
-            if prctl(linux.PR_CAPBSET_READ, cap) == 1:
-                prctl(linux.PR_CAPBSET_DROP, cap)
-        except OSError as e:
-            if e.errno != errno.EINVAL:  # a capability this kernel does not have
-                raise
-
-
-def _set_user(uid: int, gid: int, additional_gids: list[int]) -> None:
-    """setgroups, setgid, setuid, keeping the permitted capabilities across the uid change."""
-    with doing("keeping capabilities across setuid"):
-        prctl(linux.PR_SET_KEEPCAPS, 1)
-    with doing(f"setting supplementary groups {additional_gids}"):
-        if _setgroups_allowed():
-            os.setgroups(additional_gids)
-        elif additional_gids:
-            raise PermissionError("setgroups is denied in this user namespace")
-    with doing(f"setting gid {gid}"):
-        os.setresgid(gid, gid, gid)
-    with doing(f"setting uid {uid}"):
-        os.setresuid(uid, uid, uid)
-    with doing("restoring the parent-death signal"):
-        prctl(linux.PR_SET_KEEPCAPS, 0)
-        prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a credential change cleared it
-
-
-def _setgroups_allowed() -> bool:
-    try:
-        with open("/proc/self/setgroups") as f:
-            return f.read().strip() != "deny"
-    except FileNotFoundError:
-        return True

@@ -85,11 +85,11 @@ def open_terminal() -> int:
     Returns the master, which the caller sends to the parent and closes.
     """
     with doing("allocating the container's terminal"):
-        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        master = _above_stdio(os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC))
         try:
             fcntl.ioctl(master, linux.TIOCSPTLCK, struct.pack("i", 0))
             (number,) = struct.unpack("I", fcntl.ioctl(master, linux.TIOCGPTN, b"\0\0\0\0"))
-            replica = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_CLOEXEC)
+            replica = _above_stdio(os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_CLOEXEC))
         except BaseException:
             os.close(master)
             raise
@@ -101,3 +101,14 @@ def open_terminal() -> int:
     finally:
         os.close(replica)
     return master
+
+
+def _above_stdio(fd: int) -> int:
+    """fd moved above 0-2 (which may be free, for an exec'd process given no stdio): the
+    replica is about to be copied there, and must not land on the master."""
+    if fd > 2:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from common.errors import InvalidArgument
 from common.limits import RLIMITS
-from common.messages.spec import ContainerSpec, ProcessSpec
+from common.messages.spec import DEFAULT_CAPABILITIES, Capabilities, ContainerSpec
 from services.platform.clone import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -20,25 +20,8 @@ from services.platform.clone import (
 )
 from services.platform.filters import DEFAULT_POLICY, UNTRAPPED_POLICY, build_filter
 from services.platform.linux import CAPABILITIES
-from services.platform.stub_child import CapSets, ChildPlan
-
-#: runc's default capabilities, kept when the spec sets none.
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
+from services.platform.program import CapSets
+from services.platform.stub_child import ChildPlan
 
 
 def child_plan(spec: ContainerSpec, container_id: str, stdio: list[int], trap: bool) -> ChildPlan:
@@ -65,7 +48,7 @@ def child_plan(spec: ContainerSpec, container_id: str, stdio: list[int], trap: b
         container_id=container_id,
         stdio=list(stdio),
         clone_flags=clone_flags,
-        caps=_cap_sets(process),
+        caps=cap_sets(process.capabilities if process else None),
         seccomp=build_filter(DEFAULT_POLICY if trap else UNTRAPPED_POLICY),
         trap=trap,
     )
@@ -101,8 +84,9 @@ def _mask(names: list[str] | tuple[str, ...]) -> int:
     return mask
 
 
-def _cap_sets(process: ProcessSpec | None) -> CapSets:
-    caps = process.capabilities if process else None
+def cap_sets(caps: Capabilities | None) -> CapSets:
+    """The masks for OCI capability sets (runc's default set for None); InvalidArgument names
+    an unknown capability."""
     if caps is None:
         default = _mask(DEFAULT_CAPABILITIES)
         return CapSets(bounding=default, effective=default, permitted=default, inheritable=0)

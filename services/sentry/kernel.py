@@ -12,15 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import wire
+from common import fdpass, wire
 from common.client import ServiceChannel
-from common.errors import ConflictError, NotFound
+from common.errors import ConflictError, InvalidArgument, NotFound, ServiceUnavailable
 from common.events import Publisher
 from common.messages.lifecycle import ContainerStatus, StartRecord
 from common.messages.platform import TaskExit
+from common.messages.proc import ProcessExit
 from common.messages.spec import ContainerSpec
 from common.rundir import RunDir
-from services.sentry.supervisor import Supervisor
+from services.sentry.seccomp import Listener
+from services.sentry.supervisor import Supervisor, Watched
+from services.sentry.vfs import MountTable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,16 @@ DEFAULT_KERNEL_RELEASE = "4.4.0"
 KERNEL_RELEASE_ANNOTATION = "dev.zerovisor.kernel-release"
 #: Annotation that turns strace on for a container ("true").
 STRACE_ANNOTATION = "dev.zerovisor.strace"
+
+
+@dataclass(slots=True)
+class ExecProcess:
+    """A process exec'd into a container, until its exit status is collected."""
+
+    #: Its pid on the host.
+    host_pid: int
+    #: Its exit code once it has exited.
+    exit_code: int | None = None
 
 
 @dataclass(slots=True)
@@ -58,6 +71,10 @@ class Container:
     strace: bool = False
     #: Trapped syscalls answered, by family; shared with the container's listeners.
     syscalls: dict[str, int] = field(default_factory=dict)
+    #: The container as its trapped syscalls see it, once its first listener is served.
+    view: Watched | None = None
+    #: Exec'd processes by pid in the container, until their exit status is collected.
+    execs: dict[int, ExecProcess] = field(default_factory=dict)
 
     def require(self, action: str, *allowed: str) -> None:
         """Refuse action unless the container is in one of the allowed statuses."""
@@ -93,6 +110,34 @@ class Kernel:
             raise NotFound(f"container {cid!r} does not exist")
         return ctr
 
+    def watch(self, ctr: Container, fds: list[int]) -> None:
+        """Serve the one listener in fds (taken) for a task tree of ctr: its init's, or an
+        exec'd process's."""
+        if len(fds) != 1:
+            fdpass.close_all(fds)
+            raise InvalidArgument(f"the platform sent {len(fds)} listeners for {ctr.cid!r}, want 1")
+        listener = Listener(fds[0])
+        if self.supervisor is None:
+            listener.close()
+            raise ServiceUnavailable("the sentry's supervisor is not running")
+        if ctr.view is None:
+            spec = ctr.spec
+            ctr.view = Watched(
+                cid=ctr.cid,
+                mounts=MountTable(spec),
+                hostname=spec.hostname or "",
+                release=spec.annotations.get(KERNEL_RELEASE_ANNOTATION, DEFAULT_KERNEL_RELEASE),
+                memory_limit=spec.resources.memory_limit,
+                strace=ctr.strace,
+                counts=ctr.syscalls,
+            )
+        self.supervisor.watch(listener, ctr.view)
+
+    def unwatch(self, cid: str) -> None:
+        """Stop serving (and close) every listener of container cid."""
+        if self.supervisor is not None:
+            self.supervisor.unwatch_container(cid)
+
     def publish(self, ctr: Container, event: str) -> None:
         """Publish container.<cid>.<event> with the container's status."""
         self.publisher.publish(f"container.{ctr.cid}.{event}", event, ctr.snapshot())
@@ -101,9 +146,24 @@ class Kernel:
         """A task exited (platform event): an init's exit stops its container."""
         event = wire.from_wire(TaskExit, body)
         ctr = self.containers.get(event.cid)
-        if ctr is None or not event.init or ctr.pid != event.pid:
+        if ctr is None:
+            return
+        if not event.init:
+            self._exec_exited(ctr, event)
+            return
+        if ctr.pid != event.pid:
             return
         ctr.status = STOPPED
         ctr.exit_code = event.exit_code
         log.info("container %r stopped with exit code %d", ctr.cid, event.exit_code)
         self.publish(ctr, "exit")
+
+    def _exec_exited(self, ctr: Container, event: TaskExit) -> None:
+        """An exec'd process exited: keep its status for Proc.ExitStatus, and say so."""
+        pid = next((pid for pid, p in ctr.execs.items() if p.host_pid == event.pid), None)
+        if pid is None:
+            return
+        ctr.execs[pid].exit_code = event.exit_code
+        log.debug("container %r: exec'd process %d exited with %d", ctr.cid, pid, event.exit_code)
+        exit_ = ProcessExit(pid=pid, exited=True, exit_code=event.exit_code)
+        self.publisher.publish(f"process.{ctr.cid}.exit", "exit", {"cid": ctr.cid, **wire.to_wire(exit_)})

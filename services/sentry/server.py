@@ -8,6 +8,7 @@ import logging
 from common.events import Publisher, Subscriber
 from common.service import ServiceContext
 from services.sentry.control.lifecycle import Lifecycle
+from services.sentry.control.proc import Proc
 from services.sentry.gofer_client import AsyncGoferChannel
 from services.sentry.kernel import Kernel
 from services.sentry.supervisor import Supervisor
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def setup(ctx: ServiceContext) -> None:
     """Publish container events, follow the platform's task exits, serve trapped syscalls,
-    register Lifecycle."""
+    register Lifecycle and Proc."""
     publisher = Publisher(ctx.run_dir.events_endpoint)
     kernel = Kernel(ctx.run_dir, publisher)
     kernel.shutdown = ctx.loop.stop
@@ -39,3 +40,4 @@ def setup(ctx: ServiceContext) -> None:
     ctx.loop.add_cleanup(supervisor.close)
     ctx.loop.add_cleanup(gofer.close)
     ctx.registry.register(Lifecycle(kernel))
+    ctx.registry.register(Proc(kernel))

@@ -40,10 +40,9 @@ Handler = Callable[["Supervisor", "Call"], None]
 
 @dataclass(slots=True, eq=False)
 class Watched:
-    """One listener and the container its tasks belong to."""
+    """A container as its trapped syscalls see it, shared by all its listeners (its init's and
+    each exec'd process's: a filter is per process tree)."""
 
-    #: The listener (owned: closed by Supervisor.unwatch).
-    listener: Listener
     #: Container id.
     cid: str
     #: Which paths the gofer serves.
@@ -63,10 +62,12 @@ class Watched:
 class Call:
     """One trapped syscall in flight: what its answer needs."""
 
-    __slots__ = ("args", "id", "nr", "pid", "trace", "w")
+    __slots__ = ("args", "id", "listener", "nr", "pid", "trace", "w")
 
-    def __init__(self, w: Watched, nid: int, pid: int, nr: int, args: tuple[int, ...]) -> None:
-        #: The listener it came from.
+    def __init__(self, listener: Listener, w: Watched, nid: int, pid: int, nr: int, args: tuple[int, ...]) -> None:
+        #: The listener it came from, which answers it.
+        self.listener = listener
+        #: The container it belongs to.
         self.w = w
         #: Notification id.
         self.id = nid
@@ -96,19 +97,20 @@ class Supervisor:
         self._add_reader = add_reader
         self._remove_reader = remove_reader
         #: listener fd -> what it serves.
-        self.watched: dict[int, Watched] = {}
+        #: Listener fd -> the listener (owned) and its container.
+        self.watched: dict[int, tuple[Listener, Watched]] = {}
         #: syscall number -> (family, handler).
         self.handlers: dict[int, tuple[str, Handler]] = handler_table()
 
-    def watch(self, watched: Watched) -> None:
-        """Serve watched.listener from now on (the supervisor owns it)."""
-        fd = watched.listener.fileno()
-        self.watched[fd] = watched
+    def watch(self, listener: Listener, watched: Watched) -> None:
+        """Serve listener, a filter of watched's tasks, from now on (the supervisor owns it)."""
+        fd = listener.fileno()
+        self.watched[fd] = (listener, watched)
         self._add_reader(fd, self._on_ready)
 
     def unwatch_container(self, cid: str) -> None:
         """Stop serving and close every listener of container cid."""
-        for fd, w in list(self.watched.items()):
+        for fd, (_, w) in list(self.watched.items()):
             if w.cid == cid:
                 self._drop(fd)
 
@@ -119,28 +121,29 @@ class Supervisor:
         self.mem.close()
 
     def _drop(self, fd: int) -> None:
-        w = self.watched.pop(fd, None)
-        if w is not None:
+        entry = self.watched.pop(fd, None)
+        if entry is not None:
             self._remove_reader(fd)
-            w.listener.close()
+            entry[0].close()
 
     def _on_ready(self, fd: int, events: int) -> None:
-        w = self.watched.get(fd)
-        if w is None:
+        watched = self.watched.get(fd)
+        if watched is None:
             return
+        listener, w = watched
         if not events & zmq.POLLIN:
             # A bare hangup (NOTIF_RECV would block): every task under this filter is gone; the
             # container's exit comes from the platform.
             self._drop(fd)
             return
         try:
-            notif = w.listener.recv()
+            notif = listener.recv()
         except OSError as e:
             log.debug("listener of %s: %s", w.cid, e)
             return
         if notif is None:
             return  # the task died or was interrupted before we read it
-        call = Call(w, notif.id, notif.pid, notif.nr, tuple(notif.args))
+        call = Call(listener, w, notif.id, notif.pid, notif.nr, tuple(notif.args))
         entry = self.handlers.get(call.nr)
         if entry is None:
             # The filter traps nothing we cannot answer; a stray number gets ENOSYS, not a hang.
@@ -178,26 +181,26 @@ class Supervisor:
 
     def reply(self, call: Call, value: int) -> None:
         """Complete the syscall with value."""
-        call.w.listener.respond(call.id, value, 0)
+        call.listener.respond(call.id, value, 0)
         if call.w.strace:
             self._trace(call, f"= {value}")
 
     def fail(self, call: Call, err: int) -> None:
         """Fail the syscall with errno err."""
-        call.w.listener.respond(call.id, 0, err)
+        call.listener.respond(call.id, 0, err)
         if call.w.strace:
             self._trace(call, f"= -1 {errno.errorcode.get(err, err)} ({os.strerror(err)})")
 
     def cont(self, call: Call) -> None:
         """Let the kernel run the syscall (only where it enforces the same decision)."""
-        call.w.listener.respond_continue(call.id)
+        call.listener.respond_continue(call.id)
         if call.w.strace:
             self._trace(call, "(continued)")
 
     def install(self, call: Call, fd: int, cloexec: bool) -> None:
         """Complete the syscall by installing fd (ours; closed here) in the task."""
         try:
-            target = call.w.listener.add_fd(call.id, fd, os.O_CLOEXEC if cloexec else 0, send=True)
+            target = call.listener.add_fd(call.id, fd, os.O_CLOEXEC if cloexec else 0, send=True)
         finally:
             os.close(fd)
         if call.w.strace:
@@ -214,7 +217,7 @@ class Supervisor:
         After reading a task's memory and before acting on it: the pid may have died and been
         reused meanwhile, and what was read would then be another process's.
         """
-        if not call.w.listener.id_valid(call.id):
+        if not call.listener.id_valid(call.id):
             raise TaskGone(call.pid)
 
     def path_arg(self, call: Call, addr: int) -> str:

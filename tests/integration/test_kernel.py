@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from common.messages.spec import DEFAULT_CAPABILITIES
 from services.controller.oci import default_config
-from services.platform.stub_plan import DEFAULT_CAPABILITIES
 from tests.cbuild import CBuild, cbin_fixture, install_into  # noqa: F401 - the cbin fixture
 from tests.integration.zerovisor import Zerovisor, sh
 from tests.rootfs import make_bundle, make_rootfs

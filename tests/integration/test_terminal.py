@@ -6,12 +6,9 @@ import errno
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +18,6 @@ from tests.integration.zerovisor import Zerovisor, sh
 from tests.rootfs import make_bundle
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def console_listener() -> Iterator[tuple[str, socket.socket]]:
-    """A listening AF_UNIX stream socket at a path short enough for sun_path (108 bytes)."""
-    directory = tempfile.mkdtemp(dir="/tmp", prefix="zvc-")
-    path = os.path.join(directory, "console.sock")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        listener.bind(path)
-        listener.listen(1)
-        listener.settimeout(30)
-        yield path, listener
-    finally:
-        listener.close()
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def with_terminal(bundle: Path, terminal: bool = True) -> Path:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import click
+
+if TYPE_CHECKING:
+    from common.client import FdClient
 
 F = TypeVar("F", bound=Callable[..., object])
 R = TypeVar("R")
@@ -65,15 +68,21 @@ def controller_call_with_fds(
     obj: CliContext, method: str, args: object, result_type: type[R] | None = None, fds: list[int] | None = None
 ) -> tuple[R, list[int]]:
     """controller_call, returning the reply's files too; the caller owns and closes them."""
+    with controller_client(obj) as client:
+        result, out = client.call(method, args, result_type, fds)
+    return cast(R, result), out
+
+
+def controller_client(obj: CliContext) -> FdClient:
+    """A connection to the controller's fd channel (the caller closes it), the services started
+    first if they are down."""
     from common.client import FdClient
     from common.rundir import RunDir
     from services.controller.services import ServiceManager
 
     run_dir = RunDir.at(obj.run_dir)
     ServiceManager(run_dir, obj.root, obj.log_format, obj.debug).start()
-    with FdClient(run_dir.socket_path("controller"), timeout=CALL_TIMEOUT) as client:
-        result, out = client.call(method, args, result_type, fds)
-    return cast(R, result), out
+    return FdClient(run_dir.socket_path("controller"), timeout=CALL_TIMEOUT)
 
 
 def wait_for_exit(obj: CliContext, cid: str) -> int:

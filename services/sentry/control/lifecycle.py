@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from common import fdpass
 from common.clock import now_rfc3339
-from common.errors import ConflictError, InvalidArgument, ServiceUnavailable, ZerovisorError
+from common.errors import ConflictError, ZerovisorError
 from common.messages.gofer import DetachArgs
 from common.messages.lifecycle import (
     ContainerArgs,
@@ -27,8 +26,6 @@ from common.messages.lifecycle import (
 from common.messages.platform import ContainerRef, LaunchArgs, LaunchResult, ReleaseResult, SignalArgs, StatsResult
 from services.sentry.kernel import (
     CREATED,
-    DEFAULT_KERNEL_RELEASE,
-    KERNEL_RELEASE_ANNOTATION,
     PAUSED,
     RUNNING,
     STOPPED,
@@ -36,9 +33,7 @@ from services.sentry.kernel import (
     Container,
     Kernel,
 )
-from services.sentry.seccomp import Listener
-from services.sentry.supervisor import Supervisor, Watched
-from services.sentry.vfs import MountTable, attach_args
+from services.sentry.vfs import attach_args
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +82,7 @@ class Lifecycle:
             raise ConflictError(f"cannot start container {args.container_id!r}: its config has no process")
         args.check()
         _, fds = self._k.platform.call_with_fds("Platform.Release", args, ReleaseResult, fds=args.fds)
-        self._watch(ctr, fds)
+        self._k.watch(ctr, fds)
         # The init may already have run and exited (its exit event came during the call).
         if ctr.status == CREATED:
             ctr.status = RUNNING
@@ -156,7 +151,7 @@ class Lifecycle:
             return
         if not args.force:
             ctr.require("delete", STOPPED)
-        self._supervisor().unwatch_container(args.cid)
+        self._k.unwatch(args.cid)
         self._k.platform.call("Platform.Destroy", ContainerRef(cid=args.cid))
         self._detach(args.cid)
         del self._k.containers[args.cid]
@@ -176,30 +171,6 @@ class Lifecycle:
         ctr.require("read statistics of", CREATED, RUNNING, PAUSED)
         cgroup: StatsResult = self._k.platform.call("Platform.Stats", ContainerRef(cid=args.cid), StatsResult)
         return ContainerStats(cgroup=cgroup, syscalls=dict(ctr.syscalls))
-
-    def _supervisor(self) -> Supervisor:
-        if self._k.supervisor is None:
-            raise ServiceUnavailable("the sentry's supervisor is not running")
-        return self._k.supervisor
-
-    def _watch(self, ctr: Container, fds: list[int]) -> None:
-        """Serve the listener the platform handed over for ctr's init (takes fds)."""
-        if len(fds) != 1:
-            fdpass.close_all(fds)
-            raise InvalidArgument(f"the platform sent {len(fds)} listeners for {ctr.cid!r}, want 1")
-        spec = ctr.spec
-        self._supervisor().watch(
-            Watched(
-                listener=Listener(fds[0]),
-                cid=ctr.cid,
-                mounts=MountTable(spec),
-                hostname=spec.hostname or "",
-                release=spec.annotations.get(KERNEL_RELEASE_ANNOTATION, DEFAULT_KERNEL_RELEASE),
-                memory_limit=spec.resources.memory_limit,
-                strace=ctr.strace,
-                counts=ctr.syscalls,
-            )
-        )
 
     def _detach(self, cid: str) -> None:
         try:

@@ -12,6 +12,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,28 @@ def launch_and_release(fs: ForkServerProcess, tmp_path: Path, cid: str, argv: li
     return int(launched["pid"]), fds[0]
 
 
+def started_container(fs: ForkServerProcess, tmp_path: Path, cid: str) -> tuple[int, threading.Thread]:
+    """A running container whose init sleeps; its listener is served in a thread until Destroy."""
+    pid, listener = launch_and_release(fs, tmp_path, cid, ["sleep", "1000"])
+
+    def serve() -> None:
+        try:
+            supervisor.serve(listener, timeout=120)
+        finally:
+            os.close(listener)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return pid, thread
+
+
+def listed(fs: ForkServerProcess, cids: list[str] | None = None) -> list[str]:
+    result, fds = fs.call("ForkServer.Listeners", ListenersArgs(cids=cids or []))
+    fdpass.close_all(fds)
+    assert len(fds) == len(result["cids"])
+    return list(result["cids"])
+
+
 def test_release_returns_the_listener_and_keeps_a_copy(forkserver: ForkServerProcess, tmp_path: Path) -> None:
     pid, listener = launch_and_release(forkserver, tmp_path, "c1", ["sh", "-c", "mkdir /dev/shm/d && echo made"])
     try:
@@ -123,32 +147,23 @@ def test_release_returns_the_listener_and_keeps_a_copy(forkserver: ForkServerPro
     assert notes[0] == {"nr": 59, "path": "/bin/sh"}  # execve
     assert {"nr": 83, "path": "/dev/shm/d"} in notes  # mkdir
     assert (tmp_path / "c1.out").read_text() == "made\n"
-
-    result, fds = forkserver.call("ForkServer.Listeners", ListenersArgs())
-    fdpass.close_all(fds)
-    assert result == {"cids": ["c1"]}
-    assert len(fds) == 1  # kept after the init's exit, until Destroy
     assert forkserver.wait_exit("c1") == {"cid": "c1", "pid": pid, "init": True, "exit_code": 0}
+    # No task is left under the filter: the fork server drops its copy at the hangup.
+    deadline = time.monotonic() + 30
+    while listed(forkserver):
+        assert time.monotonic() < deadline, "the listener of a finished container is still kept"
+        time.sleep(0.05)
 
-    forkserver.call("ForkServer.Destroy", ContainerRef(cid="c1"))
-    result, fds = forkserver.call("ForkServer.Listeners", ListenersArgs())
-    assert (result, fds) == ({"cids": []}, [])
 
-
-def test_listeners_of_some_containers(forkserver: ForkServerProcess, tmp_path: Path) -> None:
-    listeners = []
+def test_listeners_are_kept_while_the_container_runs(forkserver: ForkServerProcess, tmp_path: Path) -> None:
+    threads = [started_container(forkserver, tmp_path, cid)[1] for cid in ("a", "b")]
+    assert listed(forkserver, ["b", "nope"]) == ["b"]
+    assert sorted(listed(forkserver)) == ["a", "b"]
     for cid in ("a", "b"):
-        _, listener = launch_and_release(forkserver, tmp_path, cid, ["true"])
-        listeners.append(listener)
-    try:
-        for listener in listeners:
-            supervisor.serve(listener)
-    finally:
-        fdpass.close_all(listeners)
-    result, fds = forkserver.call("ForkServer.Listeners", ListenersArgs(cids=["b", "nope"]))
-    fdpass.close_all(fds)
-    assert result == {"cids": ["b"]}
-    assert len(fds) == 1
+        forkserver.call("ForkServer.Destroy", ContainerRef(cid=cid))
+    for thread in threads:
+        thread.join(timeout=60)
+    assert listed(forkserver) == []
 
 
 def test_late_exec_failure_is_logged(forkserver: ForkServerProcess, tmp_path: Path) -> None:

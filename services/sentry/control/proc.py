@@ -1,0 +1,88 @@
+"""The Proc domain: the processes of a container (gVisor's control/proc.go)."""
+
+from __future__ import annotations
+
+import logging
+
+from common.errors import NotFound
+from common.messages.platform import ContainerRef, PidsResult
+from common.messages.platform import SignalProcessArgs as PlatformSignal
+from common.messages.proc import (
+    ExecArgs,
+    ExecResult,
+    ExecStarted,
+    ProcessArgs,
+    ProcessExit,
+    PsArgs,
+    PsResult,
+    SignalProcessArgs,
+)
+from services.sentry import procinfo
+from services.sentry.kernel import CREATED, PAUSED, RUNNING, Container, ExecProcess, Kernel
+
+log = logging.getLogger(__name__)
+
+
+class Proc:
+    """Process calls of the controller: Ps, Exec, ExitStatus, SignalProcess."""
+
+    domain = "Proc"
+
+    def __init__(self, kernel: Kernel) -> None:
+        self._k = kernel
+
+    def ps(self, args: PsArgs) -> PsResult:
+        """The container's processes, sorted by pid, with ids as the container sees them."""
+        ctr = self._live(args.cid, "list the processes of")
+        return PsResult(processes=procinfo.processes(self._host_pids(ctr), ctr.spec.uid_mappings))
+
+    def exec(self, args: ExecArgs) -> ExecResult:
+        """Start a process in a running container; its trapped syscalls are served from now on.
+
+        With a terminal, the result carries its pty master.
+        """
+        log.debug("Exec: %r", args)  # repr leaves the environment out
+        ctr = self._k.get(args.container_id)
+        ctr.require("exec in", RUNNING)
+        args.check()
+        started, fds = self._k.platform.call_with_fds("Platform.Exec", args, ExecStarted, fds=args.fds)
+        ctr.execs[started.pid] = ExecProcess(host_pid=started.host_pid)
+        # The process waits in its trapped exec until its listener is served.
+        self._k.watch(ctr, fds[:1])
+        return ExecResult(pid=started.pid, host_pid=started.host_pid, fds=fds[1:])
+
+    def exit_status(self, args: ProcessArgs) -> ProcessExit:
+        """Whether an exec'd process has exited; once it has, its status is handed out this
+        once and forgotten (gVisor's WaitPID reaps)."""
+        ctr = self._k.get(args.cid)
+        process = ctr.execs.get(args.pid)
+        if process is None:
+            raise NotFound(f"container {args.cid!r} has no exec'd process {args.pid}")
+        if process.exit_code is None:
+            return ProcessExit(pid=args.pid, exited=False)
+        del ctr.execs[args.pid]
+        return ProcessExit(pid=args.pid, exited=True, exit_code=process.exit_code)
+
+    def signal_process(self, args: SignalProcessArgs) -> None:
+        """Signal the init (pid 1) or an exec'd process of a container, or the foreground
+        process group of its terminal."""
+        ctr = self._live(args.cid, "signal")
+        if args.pid == 1:
+            host_pid = ctr.pid
+        elif (process := ctr.execs.get(args.pid)) is not None and process.exit_code is None:
+            host_pid = process.host_pid
+        else:
+            raise NotFound(f"container {args.cid!r} has no running process {args.pid} to signal")
+        request = PlatformSignal(cid=args.cid, host_pid=host_pid, signo=args.signo, foreground=args.foreground)
+        self._k.platform.call("Platform.SignalProcess", request)
+
+    def _live(self, cid: str, action: str) -> Container:
+        """The container cid, refused unless it has processes (created, running or paused)."""
+        ctr = self._k.get(cid)
+        ctr.require(action, CREATED, RUNNING, PAUSED)
+        return ctr
+
+    def _host_pids(self, ctr: Container) -> list[int]:
+        """Host pids of every process of ctr: its cgroup's, which the platform reads."""
+        result: PidsResult = self._k.platform.call("Platform.Pids", ContainerRef(cid=ctr.cid), PidsResult)
+        return result.pids
