@@ -53,14 +53,12 @@ def _from_file(text: str, base: ProcessSpec | None) -> ProcessSpec:
     process, given = oci.parse_process(text, "process file")
     if base is None:
         return process
-    unset: dict[str, object] = {}
-    if "cwd" not in given:
-        unset["cwd"] = base.cwd
-    if "env" not in given:
-        unset["env"] = list(base.env)
-    if "capabilities" not in given:
-        unset["capabilities"] = base.capabilities
-    return dataclasses.replace(process, **unset)  # type: ignore[arg-type]
+    return dataclasses.replace(
+        process,
+        cwd=process.cwd if "cwd" in given else base.cwd,
+        env=process.env if "env" in given else list(base.env),
+        capabilities=process.capabilities if "capabilities" in given else base.capabilities,
+    )
 
 
 def _from_flags(req: ExecRequest, base: ProcessSpec | None) -> ProcessSpec:

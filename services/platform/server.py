@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from common import fdpass, wire
 from common.errors import MessageError, ServiceUnavailable, error_from_wire
@@ -35,9 +35,12 @@ from common.messages.platform import (
 from common.messages.proc import ExecArgs, ExecStarted
 from common.service import ServiceContext
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 log = logging.getLogger(__name__)
 
-R = TypeVar("R")
+R = TypeVar("R", bound="DataclassInstance")
 
 
 class ForkServerConnection:
@@ -172,7 +175,7 @@ class Platform:
         MessageError, every file closed, when fits says they do not match the result."""
         raw, received = self._fs.call_with_fds(method, args, fds=fds)
         try:
-            result = dataclasses.replace(wire.from_wire(result_type, raw), fds=received)  # type: ignore[type-var]
+            result = dataclasses.replace(wire.from_wire(result_type, raw), fds=received)
             if not fits(result):
                 raise MessageError(f"{method}: the fork server sent {len(received)} files that do not fit {raw!r:.120}")
         except BaseException:
