@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import resource
 import signal
 import socket
 from dataclasses import dataclass
@@ -24,20 +23,22 @@ from typing import NoReturn
 
 from services.platform import linux
 from services.platform.clone import CLONE_NEWUSER
-from services.platform.execplan import ExecPlan, resolve_binary, resolve_home
+from services.platform.execplan import ExecPlan
 from services.platform.linux import prctl
-from services.platform.mounts import SetupError, doing
+from services.platform.mounts import doing
 from services.platform.program import (
     EXEC_FAILED_STATUS,
     Channel,
-    ExecError,
     Identity,
     become_and_exec,
-    check_executable,
+    become_root_in_user_namespace,
+    enter_working_directory,
+    program_path,
     report_failure,
     reset_signal_handlers,
+    set_rlimits,
 )
-from services.platform.stub_io import open_terminal, recv_message, send_message
+from services.platform.stub_io import expect_step, send_terminal
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,58 +73,25 @@ def exec_child_main(sock: socket.socket, parent_end: socket.socket, plan: ExecCh
         parent_end.close()
         reset_signal_handlers()
         prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        _expect_go(chan.sock)
+        expect_step(chan.sock, "go")
         with doing("joining the container's namespaces"):
             linux.setns(plan.init_pidfd, plan.ns_flags)
         os.close(plan.init_pidfd)
         if plan.ns_flags & CLONE_NEWUSER:
-            with doing("becoming root in the user namespace"):
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
-                prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
+            become_root_in_user_namespace()
         os.setsid()
         exec_fd = _place_files(chan, plan)
         if plan.terminal:
-            master = open_terminal()
-            try:
-                send_message(chan.sock, {"sync": "console"}, [master])
-            finally:
-                os.close(master)
-        run = plan.run
-        with doing(f"changing to the working directory {run.wd}"):
-            os.chdir(run.wd)
-        env = resolve_home(run.env, run.uid) if run.resolve_home else run.env
-        program = exec_fd if exec_fd is not None else _binary(run, env)
-        for number, soft, hard in run.rlimits:
-            with doing(f"setting rlimit {number} to {soft}/{hard}"):
-                resource.setrlimit(number, (soft, hard))
+            send_terminal(chan.sock)
+        env = enter_working_directory(plan.run)
+        program = exec_fd if exec_fd is not None else program_path(plan.run, env, check=True)
+        set_rlimits(plan.run)
         status = EXEC_FAILED_STATUS
-        become_and_exec(chan, plan.who, program, run.argv, env)
+        become_and_exec(chan, plan.who, program, plan.run.argv, env)
     except BaseException as e:  # noqa: BLE001 - everything is reported to the parent, then _exit
         report_failure(chan, e, "exec")
     finally:
         os._exit(status)
-
-
-def _expect_go(sock: socket.socket) -> None:
-    message, fds = recv_message(sock)
-    for fd in fds:
-        os.close(fd)
-    if message is None:
-        os._exit(1)  # the parent gave up: nobody is left to tell
-    if message.get("sync") != "go":
-        raise SetupError(f"waiting for 'go': got {message!r:.80}")
-
-
-def _binary(run: ExecPlan, env: list[str]) -> str:
-    """The program's path in the container, looked up as gVisor's exec does."""
-    try:
-        filename = resolve_binary(run.filename, run.wd, env)
-    except OSError as e:
-        raise ExecError(f"exec {run.filename}: {e.strerror or e}") from e
-    # The exec is trapped and fails only after the parent stopped waiting: check now.
-    check_executable(filename)
-    return filename
 
 
 def _place_files(chan: Channel, plan: ExecChildPlan) -> int | None:

@@ -19,14 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.errors import ConflictError, InvalidArgument
-from common.limits import RLIMITS
 from common.messages.proc import ExecArgs
 from common.messages.spec import ContainerSpec
 from services.platform import linux
 from services.platform import stub as stubs
 from services.platform.clone import CLONE_NEWPID, clone_process, namespace_flags
 from services.platform.exec_child import ExecChildPlan, exec_child_main
-from services.platform.execplan import ExecPlan
+from services.platform.execplan import ExecPlan, rlimit_list
 from services.platform.filters import DEFAULT_POLICY, build_filter
 from services.platform.program import Identity
 from services.platform.stub_plan import cap_sets
@@ -100,7 +99,7 @@ def _plan(spec: ContainerSpec, args: ExecArgs) -> ExecChildPlan:
         wd=args.wd,
         uid=args.uid,
         gid=args.gid,
-        rlimits=[[RLIMITS[name], limit.cur, limit.max] for name, limit in sorted(args.limits.items())],
+        rlimits=rlimit_list(args.limits),
         resolve_home=True,
         resolve_binary_path=True,
     )

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common.limits import RLIMITS
-from common.messages.lifecycle import StartContainerArgs
+from common.messages.lifecycle import Limit, StartContainerArgs
 
 #: PATH used when the environment has none (runc's and Go's default).
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -64,7 +64,7 @@ class ExecPlan:
 def plan_for(args: StartContainerArgs) -> ExecPlan:
     """The init's plan for a start request; InvalidArgument for what the init could not do."""
     args.check()
-    rlimits = [[RLIMITS[name], limit.cur, limit.max] for name, limit in sorted(args.limits.items())]
+    rlimits = rlimit_list(args.limits)
     return ExecPlan(
         filename=args.filename or args.argv[0],
         argv=list(args.argv),
@@ -77,6 +77,11 @@ def plan_for(args: StartContainerArgs) -> ExecPlan:
         resolve_binary_path=args.resolve_binary_path,
         donated_fds=list(args.donated_fds),
     )
+
+
+def rlimit_list(limits: dict[str, Limit]) -> list[list[int]]:
+    """rlimits by name as ExecPlan carries them: [RLIMIT_* number, soft, hard], sorted by name."""
+    return [[RLIMITS[name], limit.cur, limit.max] for name, limit in sorted(limits.items())]
 
 
 def getenv(env: list[str], key: str) -> str | None:

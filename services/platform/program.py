@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import signal
 import socket
 import stat
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 from services.platform import linux
+from services.platform.execplan import ExecPlan, resolve_binary, resolve_home
 from services.platform.filters import SECCOMP_FILTER_FLAG_NEW_LISTENER, load_filter
 from services.platform.linux import CAPABILITIES, prctl
 from services.platform.mounts import doing
@@ -135,6 +137,44 @@ def become_and_exec(chan: Channel, who: Identity, program: str | int, argv: list
         os.execve(program, argv, _env_map(env))
     except OSError as e:
         raise ExecError(f"exec {program}: [Errno {e.errno}] {e.strerror}") from e
+
+
+def become_root_in_user_namespace() -> None:
+    """Take uid and gid 0 of the user namespace just entered: until now the child still has
+    the host's ids, which the namespace may not map (files it created would fail with
+    EOVERFLOW)."""
+    with doing("becoming root in the user namespace"):
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+        prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
+
+
+def enter_working_directory(run: ExecPlan) -> list[str]:
+    """chdir to run's working directory; the program's environment (HOME added if asked)."""
+    with doing(f"changing to the working directory {run.wd}"):
+        os.chdir(run.wd)
+    return resolve_home(run.env, run.uid) if run.resolve_home else run.env
+
+
+def program_path(run: ExecPlan, env: list[str], check: bool) -> str:
+    """The program's path, looked up as gVisor does when run asks; with check, ExecError now
+    for what the exec would refuse (a trapped exec fails after the parent stopped waiting)."""
+    filename = run.filename
+    if run.resolve_binary_path:
+        try:
+            filename = resolve_binary(filename, run.wd, env)
+        except OSError as e:
+            raise ExecError(f"exec {filename}: {e.strerror or e}") from e
+    if check:
+        check_executable(filename)
+    return filename
+
+
+def set_rlimits(run: ExecPlan) -> None:
+    """Set run's rlimits."""
+    for number, soft, hard in run.rlimits:
+        with doing(f"setting rlimit {number} to {soft}/{hard}"):
+            resource.setrlimit(number, (soft, hard))
 
 
 def check_executable(filename: str) -> None:

@@ -23,30 +23,38 @@ stderr ("exec failed: ..."), as runc does, and the parent only logs the {"error"
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import socket
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from common.messages.spec import ContainerSpec
 from services.platform import hooks, linux, mounts
 from services.platform.clone import CLONE_NEWCGROUP, CLONE_NEWUSER, CLONE_NEWUTS
-from services.platform.execplan import ExecPlan, resolve_binary, resolve_home
+from services.platform.execplan import ExecPlan
 from services.platform.linux import MS_RDONLY, prctl
 from services.platform.mounts import SetupError, doing
 from services.platform.program import (
     EXEC_FAILED_STATUS,
     CapSets,
     Channel,
-    ExecError,
     Identity,
     become_and_exec,
-    check_executable,
+    become_root_in_user_namespace,
+    enter_working_directory,
+    program_path,
     report_failure,
     reset_signal_handlers,
+    set_rlimits,
 )
-from services.platform.stub_io import arrange_fds, open_terminal, place_donated, recv_message, send_message
+from services.platform.stub_io import (
+    arrange_fds,
+    expect_step,
+    place_donated,
+    recv_message,
+    send_message,
+    send_terminal,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,14 +92,9 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
         reset_signal_handlers()
         prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         # In a pid namespace getppid() is 0, so the parent's death shows only as EOF here.
-        _expect(chan.sock, "go")
+        expect_step(chan.sock, "go")
         if plan.clone_flags & CLONE_NEWUSER:
-            with doing("becoming root in the user namespace"):
-                # Until now the child still has the host's ids, which the namespace may not
-                # map: files it created would fail with EOVERFLOW.
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
-                prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
+            become_root_in_user_namespace()
         os.setsid()
         chan.sock = arrange_fds(chan.sock, plan.stdio)
         _setup(plan, chan.sock)
@@ -103,17 +106,6 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
         report_failure(chan, e, "container init")
     finally:
         os._exit(status)
-
-
-def _expect(sock: socket.socket, what: str) -> dict[str, Any]:
-    message, fds = recv_message(sock)
-    for fd in fds:
-        os.close(fd)  # only "run" carries files
-    if message is None:
-        os._exit(1)  # the parent died or gave up: nobody is left to tell
-    if message.get("sync") != what:
-        raise SetupError(f"waiting for {what!r}: got {message!r:.80}")
-    return message
 
 
 def _expect_run(sock: socket.socket) -> tuple[ExecPlan, list[int]]:
@@ -165,7 +157,7 @@ def _setup(plan: ChildPlan, sock: socket.socket) -> None:
     if spec.hooks.prestart or spec.hooks.create_runtime:
         # runc's procHooks: the runtime's hooks see the namespaces and mounts, not yet the program.
         send_message(sock, {"sync": "hooks"})
-        _expect(sock, "hooks-done")
+        expect_step(sock, "hooks-done")
     # In the container's namespaces, before pivot_root: paths still resolve on the host.
     hooks.run_hooks(
         "createContainer", spec.hooks.create_container, hook_state(spec, plan.container_id, "creating", os.getpid())
@@ -186,11 +178,7 @@ def _setup(plan: ChildPlan, sock: socket.socket) -> None:
         mounts.readonly_root()
     os.umask(0o022)
     if spec.process is not None and spec.process.terminal:
-        master = open_terminal()
-        try:
-            send_message(sock, {"sync": "console"}, [master])
-        finally:
-            os.close(master)
+        send_terminal(sock)
 
 
 def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], chan: Channel) -> NoReturn:
@@ -201,21 +189,9 @@ def _finalize(plan: ChildPlan, run: ExecPlan, donated: list[int], chan: Channel)
     if donated:
         with doing("placing the donated fds"):
             chan.sock = place_donated(chan.sock, donated, run.donated_fds)
-    with doing(f"changing to the working directory {run.wd}"):
-        os.chdir(run.wd)
-    env = resolve_home(run.env, run.uid) if run.resolve_home else run.env
-    filename = run.filename
-    if run.resolve_binary_path:
-        try:
-            filename = resolve_binary(filename, run.wd, env)
-        except OSError as e:
-            raise ExecError(f"exec {filename}: {e.strerror or e}") from e
-    if plan.trap:
-        # The trapped exec fails only after the parent has stopped waiting: say now what we can.
-        check_executable(filename)
-    for number, soft, hard in run.rlimits:
-        with doing(f"setting rlimit {number} to {soft}/{hard}"):
-            resource.setrlimit(number, (soft, hard))
+    env = enter_working_directory(run)
+    filename = program_path(run, env, check=plan.trap)
+    set_rlimits(run)
     if process.oom_score_adj is not None:
         with doing("setting oom_score_adj"), open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(process.oom_score_adj))

@@ -17,7 +17,7 @@ from typing import Any
 from common import fdpass
 from common.errors import ZerovisorError
 from services.platform import linux
-from services.platform.mounts import doing
+from services.platform.mounts import SetupError, doing
 
 
 def send_message(sock: socket.socket, message: dict[str, Any], fds: list[int] | None = None) -> None:
@@ -48,6 +48,27 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any] | None, list[int]]
         fdpass.close_all(fds)
         raise
     return message, fds
+
+
+def expect_step(sock: socket.socket, what: str) -> dict[str, Any]:
+    """Wait for the parent's step what (a child's side); a parent that is gone ends the child
+    (nobody is left to tell). Files that come with it are closed."""
+    message, fds = recv_message(sock)
+    fdpass.close_all(fds)
+    if message is None:
+        os._exit(1)
+    if message.get("sync") != what:
+        raise SetupError(f"waiting for {what!r}: got {message!r:.80}")
+    return message
+
+
+def send_terminal(sock: socket.socket) -> None:
+    """Allocate the process's terminal (open_terminal) and send its master to the parent."""
+    master = open_terminal()
+    try:
+        send_message(sock, {"sync": "console"}, [master])
+    finally:
+        os.close(master)
 
 
 def arrange_fds(sock: socket.socket, stdio: list[int]) -> socket.socket:
