@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.integration.test_exec import running
-from tests.integration.test_terminal import read_until_eof
+from tests.integration.test_terminal import on_pty, read_until_eof
 from tests.integration.zerovisor import Zerovisor
 
 pytestmark = pytest.mark.integration
@@ -93,19 +93,8 @@ def test_sigint_reaches_the_foreground_group(
 
 def test_tty_relays_and_forwards_the_window_size(zv: Zerovisor, tmp_path: Path) -> None:
     running(zv, tmp_path)
-    master, replica = os.openpty()
-    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    cli, master = on_pty(zv.argv("exec", "-t", "c", "sh"), rows=24, cols=80)
     try:
-        cli = subprocess.Popen(
-            zv.argv("exec", "-t", "c", "sh"),
-            cwd=REPO,
-            stdin=replica,
-            stdout=replica,
-            stderr=replica,
-            start_new_session=True,
-        )
-        os.close(replica)
-        replica = -1
         os.set_blocking(master, False)
         # The markers are computed so that the terminal's echo of the line does not match them.
         os.write(master, b"stty size; echo one-$((40+2))\n")
@@ -120,5 +109,6 @@ def test_tty_relays_and_forwards_the_window_size(zv: Zerovisor, tmp_path: Path) 
         assert cli.wait(timeout=30) == 3
     finally:
         os.close(master)
-        if replica >= 0:
-            os.close(replica)
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()

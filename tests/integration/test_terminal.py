@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import select
 import socket
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -52,6 +55,21 @@ def read_until_eof(fd: int, timeout: float = 30, done: subprocess.Popen[bytes] |
     else:
         raise AssertionError(f"the terminal did not close within {timeout} s; read so far: {out!r}")
     return out
+
+
+def on_pty(argv: list[str], rows: int = 24, cols: int = 80) -> tuple[subprocess.Popen[bytes], int]:
+    """argv started with a new pty of rows x cols as its stdio and controlling terminal; the
+    process and the master (ours: the caller closes it)."""
+    master, replica = os.openpty()
+    try:
+        fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        cli = subprocess.Popen(argv, cwd=REPO, stdin=replica, stdout=replica, stderr=replica, start_new_session=True)
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(replica)
+    return cli, master
 
 
 def assert_nothing_left(zv: Zerovisor) -> None:
@@ -112,29 +130,15 @@ def test_console_socket_without_terminal_is_refused(
 def test_run_relays_the_terminal_to_its_own_stdio(zv: Zerovisor, tmp_path: Path) -> None:
     bundle = with_terminal(sh(tmp_path, "tty; echo relayed; exit 4"))
     zv("list")  # the services start here, outside the pty: they must not hold its replica
-    master, replica = os.openpty()
+    cli, master = on_pty(zv.argv("run", "-b", str(bundle), "relay"))
     try:
-        cli = subprocess.Popen(
-            zv.argv("run", "-b", str(bundle), "relay"),
-            cwd=REPO,
-            stdin=replica,
-            stdout=replica,
-            stderr=replica,
-            start_new_session=True,
-        )
-        os.close(replica)
-        replica = -1
-        try:
-            output = read_until_eof(master, timeout=60, done=cli).decode(errors="replace")
-            code = cli.wait(timeout=30)
-        finally:
-            if cli.poll() is None:
-                cli.kill()
-                cli.wait()
+        output = read_until_eof(master, timeout=60, done=cli).decode(errors="replace")
+        code = cli.wait(timeout=30)
     finally:
         os.close(master)
-        if replica >= 0:
-            os.close(replica)
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
     assert "relayed" in output and "/dev/pts/" in output, output
     assert code == 4, output
     assert_nothing_left(zv)
