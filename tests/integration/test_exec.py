@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from services.controller.oci import default_config
 from services.platform.linux import CAPABILITIES
-from tests.cbuild import CBuild, cbin_fixture  # noqa: F401 - the cbin fixture
+from tests.cbuild import CBuild, cbin_fixture, install_into  # noqa: F401 - the cbin fixture
 from tests.conftest import REPO
 from tests.integration.zerovisor import Zerovisor, sh
 
@@ -244,3 +245,74 @@ def test_cpu_usage_counts_exited_processes(zv: Zerovisor, tmp_path: Path) -> Non
     # The shell has exited and been reaped; the CPU it spent is still the container's.
     spent = cpu_ns() - before
     assert spent >= 50_000_000, f"only {spent} ns counted for a 100000-step shell loop"
+
+
+def test_trapped_calls_of_the_exec_are_answered_by_the_sentry(zv: Zerovisor, tmp_path: Path, cbin: CBuild) -> None:
+    """The sentry's counts rise by exactly the exec'd program's uname calls."""
+    bundle = running(zv, tmp_path)
+    install_into(bundle / "rootfs", cbin("uname_loop"))
+
+    def unames() -> int:
+        stats = json.loads(zv("events", "--stats", "c").stdout)
+        return int(stats["data"]["syscalls"].get("system", 0))
+
+    before = unames()
+    zv("exec", "c", "/uname_loop", "250")
+    assert unames() - before == 250
+
+
+def test_exec_joins_the_user_namespace(zv: Zerovisor, tmp_path: Path) -> None:
+    bundle = sh(tmp_path, "sleep 1000")
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["namespaces"].append({"type": "user"})
+    for key in ("uidMappings", "gidMappings"):
+        config["linux"][key] = [{"containerID": 0, "hostID": 200000, "size": 65536}]
+    (bundle / "config.json").write_text(json.dumps(config))
+    for parent in [tmp_path, *tmp_path.parents]:  # reachable by the namespace's ids
+        if parent == Path("/"):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    zv("run", "-d", "-b", str(bundle), "u")
+    out = zv("exec", "--user", "5", "u", "sh", "-c", "id -u; cat /proc/self/uid_map").stdout.split()
+    assert out == ["5", "0", "200000", "65536"]
+    # On the host, the exec'd process runs as the mapped id.
+    proc = spawn(zv, tmp_path, "--user", "7", "u", "sleep", "7")
+    try:
+        deadline = time.monotonic() + 30
+        while not (owners := _host_uids_of([b"sleep", b"7"])):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        assert owners == [200007]
+    finally:
+        zv("kill", "--all", "u", "KILL")
+        proc.wait(timeout=60)
+
+
+def _host_uids_of(argv: list[bytes]) -> list[int]:
+    """Real uids of the host's processes whose command line is argv."""
+    uids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:-1] != argv:
+                    continue
+            with open(f"/proc/{pid}/status") as f:
+                uids.append(int(next(line for line in f if line.startswith("Uid:")).split()[1]))
+        except (OSError, StopIteration):
+            continue
+    return uids
+
+
+def test_the_exec_command_imports_no_zmq(zv: Zerovisor, tmp_path: Path) -> None:
+    running(zv, tmp_path)
+    flag = tmp_path / "zmq-loaded"
+    program = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(flag)!r}, 'w').write(str('zmq' in sys.modules)))\n"
+        "from services.controller.cli import main\n"
+        f"sys.argv = ['controller', '--root', {str(zv.root)!r}, 'exec', 'c', 'sh', '-c', 'exit 4']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], cwd=REPO, stdin=subprocess.DEVNULL, check=False)
+    assert done.returncode == 4
+    assert flag.read_text() == "False"
