@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import socket
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from common import fdpass, wire
@@ -104,14 +106,22 @@ class FdClient:
 class ServiceChannel:
     """A lasting connection from one service to another's fd channel.
 
-    It connects on first use and, after a call fails for want of the peer (it died or was
-    restarted), drops the connection so that the next call connects afresh.
+    It connects on first use. Before each call it checks that the peer has not hung up (a dead
+    or restarted service leaves a connection that reads EOF), and after a call fails for want of
+    the peer it drops the connection: either way the next call connects afresh. A connection
+    made after an earlier one was lost runs on_reconnect first, so that the caller can bring
+    the restarted peer up to date (the sentry re-attaches the gofer's mounts that way).
     """
 
-    def __init__(self, path: str | os.PathLike[str], timeout: float) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], timeout: float, on_reconnect: Callable[[], None] | None = None
+    ) -> None:
         self.path = os.fspath(path)
         self.timeout = timeout
+        self.on_reconnect = on_reconnect
         self._client: FdClient | None = None
+        self._lost = False
+        self._reconnecting = False
 
     def call(
         self, method: str, args: Any = None, result_type: type[R] | None = None, fds: list[int] | None = None
@@ -126,16 +136,41 @@ class ServiceChannel:
         self, method: str, args: Any = None, result_type: type[R] | None = None, fds: list[int] | None = None
     ) -> tuple[Any, list[int]]:
         """Call method; the caller keeps ownership of fds and owns the reply's files."""
+        client = self.connect()
+        try:
+            return client.call(method, args, result_type, fds)
+        except ServiceUnavailable:
+            self._drop()
+            raise
+
+    def connect(self) -> FdClient:
+        """The live connection, made afresh (and on_reconnect run) if there is none."""
+        if self._client is not None and _hung_up(self._client.sock):
+            self._drop()
         if self._client is None:
             self._client = FdClient(self.path, timeout=self.timeout)
-        try:
-            return self._client.call(method, args, result_type, fds)
-        except ServiceUnavailable:
-            self.close()
-            raise
+            if self._lost and self.on_reconnect is not None and not self._reconnecting:
+                self._reconnecting = True
+                try:
+                    self.on_reconnect()
+                finally:
+                    self._reconnecting = False
+            self._lost = False
+        return self._client
+
+    def _drop(self) -> None:
+        self.close()
+        self._lost = True
 
     def close(self) -> None:
         """Drop the connection, if any."""
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the peer closed its end: with no call in flight nothing else makes it readable."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))

@@ -6,9 +6,12 @@ Layout of ``$RUN`` (mode 0700, owned by the service user, so the sandbox never s
     <service>.fds    fd channel, AF_UNIX SOCK_SEQPACKET
     <service>.pid    instance lock: flock()ed by the live service, holding its pid
     <service>.log    the service's log when it was started by `controller up`
+    <service>.starts how many times the service started here since `controller down` (an integer)
+    forkserver.sock  the platform's fork server (forkserver.pid its lock): it outlives the platform
     events.zmq       the sentry's PUB endpoint for container events
     platform-events.zmq  the platform's PUB endpoint for task exits
-    exits/           exits the fork server reaped, one JSON file per pid, written durably
+    exits/           exits the fork server reaped, one JSON file per pid, written durably and
+                     kept until the container is destroyed
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from common.errors import ConflictError, InvalidArgument, PermissionDenied
 
 #: The four services, in the order they start.
 SERVICES: tuple[str, ...] = ("platform", "gofer", "sentry", "controller")
+#: The platform's fork server: it has an instance lock of its own, for it outlives the platform.
+FORKSERVER = "forkserver"
 #: Default root (and run directory) when neither --root nor ZEROVISOR_ROOT says otherwise.
 DEFAULT_ROOT = "/run/zerovisor"
 #: sun_path holds 108 bytes including the terminating NUL.
@@ -71,6 +76,15 @@ class RunDir:
     def pid_path(self, service: str) -> Path:
         """Path of the service's instance lock."""
         return self.path / f"{service}.pid"
+
+    def starts_path(self, service: str) -> Path:
+        """Path of the count of the service's starts, written under its instance lock."""
+        return self.path / f"{service}.starts"
+
+    @property
+    def forkserver_socket(self) -> Path:
+        """Where the platform's fork server listens for its platform."""
+        return self.path / f"{FORKSERVER}.sock"
 
     def log_path(self, service: str) -> Path:
         """Where `controller up` sends the service's log."""

@@ -2,8 +2,8 @@
 
 ``sentry --run-dir DIR [--log FILE] [--log-format text|json] [--debug]`` (likewise gofer,
 platform, and ``controller serve``): configure logging, take the run directory's instance lock
-for the service, register the System domain and the service's own domains, and serve until
-SIGTERM.
+for the service, count the start (``$RUN/<service>.starts``), register the System domain and the
+service's own domains, and serve until SIGTERM.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from common.errors import ZerovisorError
 from common.rpc import Dispatcher, Registry
 from common.rundir import DEFAULT_ROOT, InstanceLock, RunDir
 from common.server import ServiceLoop
-from common.system import System
+from common.system import System, count_start
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,10 @@ def run_service(
     rd = RunDir.at(run_dir).ensure()
     lock = InstanceLock(rd, service)
     try:
+        restarts = count_start(rd, service) - 1
         registry = Registry()
         dispatcher = Dispatcher(registry)
-        system = System(service, str(rd.path), dispatcher)
+        system = System(service, str(rd.path), dispatcher, restarts)
         registry.register(system)
         loop = ServiceLoop(service, rd, dispatcher)
         if setup is not None:

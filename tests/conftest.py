@@ -6,6 +6,7 @@ Each test gets its own run directory under tmp_path, so tests run in parallel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -113,15 +114,30 @@ class ServiceProcess:
         return self.proc.wait(timeout=15)
 
     def stop(self) -> None:
-        """Terminate (then kill) the process if it still runs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        """Terminate (then kill) the process if it still runs; a platform's fork server too,
+        which outlives it (and kills the containers it still holds)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.service == "platform":
+            stop_forkserver(self.run_dir)
+
+
+def stop_forkserver(run_dir: Path, timeout: float = 30.0) -> None:
+    """SIGTERM the fork server of run_dir, if one runs, and wait until it is gone (it is not our
+    child: it was started in its own session by a platform)."""
+    pid = RunDir.at(run_dir).running_pid("forkserver")
+    if not pid:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while RunDir.at(run_dir).running_pid("forkserver") and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ class LaunchArgs:
     cid: str
     #: The validated container spec.
     spec: ContainerSpec
+    #: The sentry logs every trapped syscall of the container (kept for a restarted sentry).
+    strace: bool = False
     #: stdio (0, 1, 2) and preserved fds (3, 4, ...), sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
@@ -137,3 +139,52 @@ class TaskExit:
     init: bool
     #: Exit code as a shell reports it: the status, or 128 + the signal that killed it.
     exit_code: int
+    #: Its pid in the container's pid namespace (an exec'd process; 0 for the init).
+    ns_pid: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TasksArgs:
+    """Arguments to Tasks (none)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecTask:
+    """A process exec'd into a container, as the fork server knows it."""
+
+    #: Its container.
+    cid: str
+    #: Its host pid.
+    host_pid: int
+    #: Its pid in the container's pid namespace.
+    ns_pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerTasks:
+    """One container the fork server holds, as a restarted sentry rebuilds it."""
+
+    #: Container id.
+    cid: str
+    #: The spec it was launched with.
+    spec: ContainerSpec
+    #: Whether the sentry logs its trapped syscalls.
+    strace: bool
+    #: Host pid of its init (alive, or in exits once reaped).
+    init_pid: int
+    #: The init was released to exec its program (the container was started).
+    released: bool
+    #: Its cgroup is frozen (the container is paused).
+    frozen: bool
+    #: Its exec'd processes not yet reaped.
+    execs: list[ExecTask] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TasksResult:
+    """Result of Tasks: everything the fork server holds, for a platform or sentry that restarted."""
+
+    #: Every container with a cgroup, launched and not yet destroyed.
+    containers: list[ContainerTasks]
+    #: Every exit reaped and not yet forgotten (its container not yet destroyed).
+    exits: list[TaskExit]

@@ -53,3 +53,7 @@ class StatusResult:
     run_dir: str
     #: What the service itself reports (the sentry: trapped syscalls per container and family).
     details: dict[str, Any] = field(default_factory=dict)
+    #: Times the service was started again in this run directory since the first (`up` or the first command).
+    restarts: int = 0
+    #: What this instance took over from the one before it, by kind (containers, listeners, ...).
+    recovered: dict[str, int] = field(default_factory=dict)

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ServiceUnavailable
-from common.rundir import SERVICES, RunDir
+from common.rundir import FORKSERVER, SERVICES, RunDir
 
 #: How long start() waits for every service to report ready.
 START_TIMEOUT = 30.0
 #: How long stop() waits after SIGTERM before it sends SIGKILL.
 STOP_TIMEOUT = 5.0
+#: How long stop() waits for the fork server, which kills the containers, before SIGKILL.
+FORKSERVER_STOP_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,10 @@ class ServiceState:
     errors: int | None = None
     #: What the service reported of itself (the sentry: trapped syscalls by container and family).
     details: dict[str, Any] = field(default_factory=dict)
+    #: Times it was started again in this run directory since the first start, when it answered.
+    restarts: int | None = None
+    #: What it took over from the instance before it, by kind (containers=2 listeners=3 ...).
+    recovered: dict[str, int] = field(default_factory=dict)
 
 
 def service_argv(service: str, root: str) -> list[str]:
@@ -153,17 +159,20 @@ class ServiceManager:
         return "\n".join(text.splitlines()[-lines:]) or "(nothing logged)"
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> dict[str, int]:
-        """Stop every running service (SIGTERM, then SIGKILL); return the pids stopped.
+        """Stop every running service (SIGTERM, then SIGKILL), then the platform's fork server,
+        which outlives the platform and kills the containers as it goes; return the pids stopped.
 
         Returns once each process is gone, not only once it has let go of its lock.
         """
         stopped: dict[str, int] = {}
-        for service in reversed(SERVICES):
+        for service in (*reversed(SERVICES), FORKSERVER):
             pid = self.run_dir.running_pid(service)
             if not pid:
                 continue
+            # The fork server removes every container's cgroup first: give it longer.
+            grace = timeout if service != FORKSERVER else max(timeout, FORKSERVER_STOP_TIMEOUT)
             _signal(pid, signal.SIGTERM)
-            if not _wait_gone(pid, time.monotonic() + timeout):
+            if not _wait_gone(pid, time.monotonic() + grace):
                 _signal(pid, signal.SIGKILL)
                 if not _wait_gone(pid, time.monotonic() + timeout):
                     raise ServiceUnavailable(f"{service} (pid {pid}) survived SIGKILL")
@@ -189,7 +198,18 @@ class ServiceManager:
                 states.append(ServiceState(service, pid, "not responding"))
                 continue
             states.append(
-                ServiceState(service, st.pid, "running", st.uptime, st.version, st.requests, st.errors, st.details)
+                ServiceState(
+                    service,
+                    st.pid,
+                    "running",
+                    uptime=st.uptime,
+                    version=st.version,
+                    requests=st.requests,
+                    errors=st.errors,
+                    details=st.details,
+                    restarts=st.restarts,
+                    recovered=st.recovered,
+                )
             )
         return states
 

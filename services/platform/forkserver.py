@@ -1,43 +1,34 @@
-"""The fork server (gVisor's "stub source"): the one process that creates and reaps container tasks.
+"""The ForkServer domain (gVisor's "stub source"): create, release, signal and account container tasks.
 
-It is single-threaded and imports no ZMQ (whose I/O threads would make clone() unsafe), so it
-speaks the wire envelope over one SOCK_SEQPACKET connection to the platform, through the same
-Dispatcher every service uses. Beside replies it sends unsolicited exit events
-(``{"v": 1, "event": "exit", "body": TaskExit}``) on that connection. Each exit is first written
-durably to ``$RUN/exits/<pid>.json`` so that a platform that was not listening can collect it.
-
-A container's init hands its seccomp listener to Release, which returns a dup, and so does
-each process Exec starts in a running container (exec_stub.py): the fork server keeps each
-original while any task uses its filter (every descendant shares it, and if the last holder
-closed it their trapped calls would fail with ENOSYS for good), closing it at its hangup or at
-Destroy, and hands out dups again with Listeners. After Release or Exec it also reads the
-child's sync socket until EOF (the exec), logging a late failure.
-
-Run as ``python -m services.platform.forkserver --socket-fd N --run-dir DIR``.
+The fork server is its own process (forkserver_main.py) so that it, and every task it created,
+outlives a platform that is killed or restarted; this module is what it answers. A container's
+init hands its seccomp listener to Release, which returns a dup, and so does each process Exec
+starts in a running container (exec_stub.py): the fork server keeps each original while any
+task uses its filter (every descendant shares it, and if the last holder closed it their
+trapped calls would fail with ENOSYS for good), closing it at its hangup or at Destroy, and
+hands out dups again with Listeners. After Release or Exec it also reads the child's sync
+socket until EOF (the exec), logging a late failure. Every exit it reaps stays in its ExitLog
+until the container is destroyed; Tasks reports all of it to a platform or sentry that
+restarted.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import select
-import signal
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import cbor2
-
-from common import fdpass, wire
-from common import log as logconf
+from common import fdpass
 from common.errors import ConflictError, NotFound
 from common.messages.lifecycle import StartContainerArgs
 from common.messages.platform import (
     ContainerRef,
+    ContainerTasks,
+    ExecTask,
     LaunchArgs,
     LaunchResult,
     ListenersArgs,
@@ -47,15 +38,16 @@ from common.messages.platform import (
     SignalArgs,
     SignalProcessArgs,
     StatsResult,
-    TaskExit,
+    TasksArgs,
+    TasksResult,
 )
 from common.messages.proc import ExecArgs, ExecStarted
 from common.messages.spec import ContainerSpec
-from common.rpc import Dispatcher, Registry
 from services.platform import exec_stub, hooks
 from services.platform import stub as stubs
 from services.platform.cgroups import Cgroup
 from services.platform.execplan import plan_for
+from services.platform.exits import ExitLog
 from services.platform.stub_child import hook_state
 
 log = logging.getLogger(__name__)
@@ -90,20 +82,24 @@ class ForkServer:
     def __init__(self, run_dir: Path, poller: select.poll | None = None) -> None:
         #: Where the sync sockets of released inits are watched (serve's poll set).
         self.poller = poller
-        self.exits_dir = run_dir / "exits"
-        self.exits_dir.mkdir(mode=0o700, exist_ok=True)
-        self.tasks: dict[str, Task] = {}
+        self.exit_log = ExitLog(run_dir / "exits")
+        #: Inits not yet reaped, by container.
+        self.live: dict[str, Task] = {}
         # Two run directories may hold containers with the same id; their cgroups must differ.
         self.instance = hashlib.sha256(os.fsencode(run_dir.resolve())).hexdigest()[:12]
         self.cgroups: dict[str, Cgroup] = {}
         #: The spec of every container with a cgroup, for its poststart and poststop hooks.
         self.specs: dict[str, ContainerSpec] = {}
+        #: Containers whose trapped syscalls the sentry logs (LaunchArgs.strace).
+        self.straced: set[str] = set()
+        #: Host pid of the init of every container with a cgroup, alive or reaped.
+        self.init_pids: dict[str, int] = {}
         #: Seccomp listener fd -> its container: the init's and every exec'd process's, kept
         #: while a task uses the filter (not only while its first task lives: descendants
         #: share it).
         self.listener_fds: dict[int, str] = {}
-        #: Host pid -> container of every exec'd process not yet reaped.
-        self.execs: dict[int, str] = {}
+        #: Every exec'd process not yet reaped, by host pid.
+        self.execs: dict[int, ExecTask] = {}
         #: Sync sockets of released trapping inits, by fd, read until EOF for late failures.
         self.late: dict[int, stubs.Stub] = {}
 
@@ -121,7 +117,10 @@ class ForkServer:
             raise
         self.cgroups[args.cid] = cgroup
         self.specs[args.cid] = args.spec
-        self.tasks[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
+        self.init_pids[args.cid] = stub.pid
+        if args.strace:
+            self.straced.add(args.cid)
+        self.live[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
         console, stub.console = stub.console, None
         # The Dispatcher sends the master on and closes our copy.
         return LaunchResult(pid=stub.pid, fds=[console] if console is not None else [])
@@ -155,7 +154,7 @@ class ForkServer:
         if task.stub is not None:
             raise ConflictError(f"cannot exec in container {cid!r}: it was not started")
         spawned = exec_stub.spawn(self.specs[cid], task.pid, args, before_setup=self._cgroup(cid).add)
-        self.execs[spawned.stub.pid] = cid
+        self.execs[spawned.stub.pid] = ExecTask(cid=cid, host_pid=spawned.stub.pid, ns_pid=spawned.ns_pid)
         self._keep_listener(cid, spawned.listener)
         self._watch(spawned.stub)
         fds = [os.dup(spawned.listener)]
@@ -176,6 +175,24 @@ class ForkServer:
             fdpass.close_all(fds)
             raise
         return ListenersResult(cids=[cid for _, cid in kept], fds=fds)
+
+    def tasks(self, args: TasksArgs) -> TasksResult:
+        """Every container held and every exit kept: what a restarted platform or sentry rebuilds from."""
+        containers = []
+        for cid, cgroup in self.cgroups.items():
+            task = self.live.get(cid)
+            containers.append(
+                ContainerTasks(
+                    cid=cid,
+                    spec=self.specs[cid],
+                    strace=cid in self.straced,
+                    init_pid=self.init_pids[cid],
+                    released=task is None or task.stub is None,
+                    frozen=cgroup.frozen(),
+                    execs=[e for e in self.execs.values() if e.cid == cid],
+                )
+            )
+        return TasksResult(containers=containers, exits=self.exit_log.all())
 
     def _keep_listener(self, cid: str, fd: int) -> None:
         self.listener_fds[fd] = cid
@@ -270,8 +287,11 @@ class ForkServer:
     def _remove(self, cid: str) -> ContainerSpec | None:
         """Kill whatever is left of the container and remove its cgroup; its spec, if known."""
         spec = self.specs.pop(cid, None)
+        self.straced.discard(cid)
+        self.init_pids.pop(cid, None)
+        self.exit_log.forget(cid)
         cgroup = self.cgroups.pop(cid, None)
-        task = self.tasks.pop(cid, None)
+        task = self.live.pop(cid, None)
         if task is not None and task.stub is not None:
             task.stub.sync.close()
         for fd in [fd for fd, stub in self.late.items() if stub.container_id == cid]:
@@ -286,7 +306,7 @@ class ForkServer:
         return spec
 
     def _task(self, cid: str) -> Task:
-        task = self.tasks.get(cid)
+        task = self.live.get(cid)
         if task is None:
             raise NotFound(f"container {cid!r} has no running init")
         return task
@@ -309,122 +329,3 @@ def _terminal_group(pid: int) -> int | None:
     # Fields after the parenthesised command: state, ppid, pgrp, session, tty_nr, tpgid, ...
     tpgid = int(stat.rpartition(")")[2].split()[5])
     return tpgid if tpgid > 0 else None
-
-
-def reap(server: ForkServer) -> list[TaskExit]:
-    """Collect every child that exited; record each exit durably before reporting it."""
-    exits = []
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            break
-        task = next((t for t in server.tasks.values() if t.pid == pid), None)
-        if task is not None:
-            cid = task.cid
-            if task.stub is not None:
-                task.stub.sync.close()
-            del server.tasks[cid]
-        else:
-            cid = server.execs.pop(pid, "")  # an exec'd process, or a child we no longer know
-        event = TaskExit(cid=cid, pid=pid, init=task is not None, exit_code=exit_code(status))
-        record_exit(server.exits_dir, event)
-        exits.append(event)
-    return exits
-
-
-def record_exit(exits_dir: Path, event: TaskExit) -> None:
-    """Write event to exits_dir/<pid>.json and make it durable before anyone hears of it."""
-    path = exits_dir / f"{event.pid}.json"
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(wire.to_wire(event), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(exits_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def shutdown(server: ForkServer) -> None:
-    """Kill every container of this fork server and remove its cgroups.
-
-    The inits would die with us anyway (parent-death signal), but a frozen one would linger
-    until thawed, and the cgroups would stay behind.
-    """
-    for cid in list(server.cgroups):
-        try:
-            server._remove(cid)
-        except OSError as e:
-            log.warning("removing the cgroup of %r: %s", cid, e)
-
-
-def encode_event(event: str, body: object) -> bytes:
-    """An unsolicited event frame on the fork-server connection."""
-    return cbor2.dumps({"v": wire.WIRE_VERSION, "event": event, "body": wire.to_wire(body)})
-
-
-def serve(conn: socket.socket, run_dir: Path) -> None:
-    """Answer the platform on conn and report exits until the platform hangs up."""
-    poller = select.poll()
-    server = ForkServer(run_dir, poller)
-    registry = Registry()
-    registry.register(server)
-    dispatcher = Dispatcher(registry)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the platform's death, not a signal, ends us
-    poller.register(conn.fileno(), select.POLLIN)
-    poller.register(wake_r, select.POLLIN)
-    while True:
-        for fd, _ in poller.poll(1000):
-            if fd == wake_r:
-                try:
-                    while os.read(wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
-                continue
-            if fd in server.late:
-                server._read_late(fd)
-                continue
-            if fd in server.listener_fds:
-                server._drop_listener(fd)
-                continue
-            if fd != conn.fileno():
-                continue  # a late socket dropped while this batch was pending
-            frame, fds = fdpass.recv_frame(conn)
-            if not frame and not fds:
-                log.info("platform hung up; fork server exits")
-                shutdown(server)
-                return
-            reply, out_fds = dispatcher.handle(frame, fds)
-            fdpass.send_frame(conn, reply, out_fds)
-            fdpass.close_all(out_fds)
-        for event in reap(server):
-            fdpass.send_frame(conn, encode_event("exit", event))
-
-
-def main() -> None:
-    """Entry point of the fork-server process."""
-    parser = argparse.ArgumentParser(prog="forkserver")
-    parser.add_argument("--socket-fd", type=int, required=True)
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--debug", action="store_true")
-    opts = parser.parse_args()
-    logconf.configure("forkserver", None, "text", opts.debug)
-    conn = socket.socket(fileno=opts.socket_fd)
-    try:
-        serve(conn, Path(opts.run_dir))
-    finally:
-        conn.close()
-
-
-if __name__ == "__main__":
-    main()

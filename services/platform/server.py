@@ -1,17 +1,21 @@
-"""Set-up of the platform service: the fork server it runs, and the Platform domain.
+"""Set-up of the platform service: its fork server, and the Platform domain.
 
-The Platform domain relays each call to the fork server (a child process, see forkserver.py)
-over one SOCK_SEQPACKET connection, and publishes the exits the fork server reports as
-``task.<cid>.exit`` events for the sentry.
+The Platform domain relays each call to the fork server (its own process, see
+forkserver_main.py) over one SOCK_SEQPACKET connection, and publishes the exits the fork server
+reports as ``task.<cid>.exit`` events for the sentry. The fork server outlives the platform: a
+platform that starts connects to the one already running, if any, and publishes again every
+exit it kept, so that none that happened while no platform listened is lost.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,8 +35,11 @@ from common.messages.platform import (
     SignalProcessArgs,
     StatsResult,
     TaskExit,
+    TasksArgs,
+    TasksResult,
 )
 from common.messages.proc import ExecArgs, ExecStarted
+from common.rundir import RunDir
 from common.service import ServiceContext
 
 if TYPE_CHECKING:
@@ -43,29 +50,67 @@ log = logging.getLogger(__name__)
 R = TypeVar("R", bound="DataclassInstance")
 
 
-class ForkServerConnection:
-    """The platform's end of the fork-server connection. Owns the socket and the child process."""
+#: How long a platform waits for the fork server it started to listen.
+FORKSERVER_START_TIMEOUT = 20.0
 
-    def __init__(self, run_dir: str, publisher: Publisher, debug: bool = False) -> None:
+
+def connect_forkserver(run_dir: RunDir, debug: bool = False) -> tuple[socket.socket, subprocess.Popen[bytes] | None]:
+    """A connection to the run directory's fork server, started first if none runs; and the
+    process, when this call started it (the caller reaps it if it dies first)."""
+    path = run_dir.forkserver_socket
+    sock = _try_connect(path)
+    if sock is not None:
+        return sock, None
+    argv = [sys.executable, "-m", "services.platform.forkserver_main", "--run-dir", str(run_dir.path)]
+    if debug:
+        argv.append("--debug")
+    # Its own session: the tasks it holds outlive the platform, and no terminal signal is theirs.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + FORKSERVER_START_TIMEOUT
+    while (sock := _try_connect(path)) is None:
+        rc = proc.poll()
+        if rc is not None:
+            raise ServiceUnavailable(f"the fork server exited with status {rc} before it listened on {path}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise ServiceUnavailable(f"the fork server did not listen on {path} in time")
+        time.sleep(0.02)
+    return sock, proc
+
+
+def _try_connect(path: str | os.PathLike[str]) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    return sock
+
+
+class ForkServerConnection:
+    """The platform's end of the fork-server connection. Owns the socket (not the fork server,
+    which outlives it)."""
+
+    def __init__(self, run_dir: RunDir, publisher: Publisher, debug: bool = False) -> None:
         self.publisher = publisher
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [
-            sys.executable,
-            "-m",
-            "services.platform.forkserver",
-            "--socket-fd",
-            str(theirs.fileno()),
-            "--run-dir",
-            run_dir,
-        ]
-        if debug:
-            argv.append("--debug")
-        self.proc = subprocess.Popen(argv, pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-        theirs.close()
-        self.sock = ours
         self._ids = 0
         #: Called when the fork server is gone.
         self.on_lost: Callable[[], None] = lambda: None
+        self.sock, self.proc = connect_forkserver(run_dir, debug)
+        try:
+            #: What the fork server held when we connected.
+            self.held = self._handshake()
+        except ServiceUnavailable:
+            # It was on its way out (it had no container and its last platform had hung up):
+            # the next one is started afresh.
+            self.sock.close()
+            self.sock, self.proc = connect_forkserver(run_dir, debug)
+            self.held = self._handshake()
+
+    def _handshake(self) -> TasksResult:
+        return wire.from_wire(TasksResult, self.call("ForkServer.Tasks", TasksArgs()))
 
     def call(self, method: str, args: Any, fds: list[int] | None = None) -> dict[str, Any]:
         """One request to the fork server; the raw result map. The caller keeps fds."""
@@ -117,10 +162,10 @@ class ForkServerConnection:
         try:
             frame, fds = fdpass.recv_frame(self.sock)
         except OSError as e:
-            raise ServiceUnavailable(f"fork server (pid {self.proc.pid}): {e}") from None
+            raise ServiceUnavailable(f"fork server: {e}") from None
         try:
             if not frame:
-                raise ServiceUnavailable(f"fork server (pid {self.proc.pid}) hung up")
+                raise ServiceUnavailable("fork server hung up")
             return wire.load_envelope(frame), fds
         except BaseException:
             fdpass.close_all(fds)
@@ -133,13 +178,10 @@ class ForkServerConnection:
             self.publisher.publish(f"task.{event.cid}.exit", "exit", event)
 
     def close(self) -> None:
-        """Hang up (the fork server exits on EOF) and reap it."""
+        """Hang up; the fork server goes on with the tasks it holds (or exits, holding none)."""
         self.sock.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            self.proc.poll()  # reaped if it died first; alive, it is on its own
 
 
 class Platform:
@@ -158,6 +200,10 @@ class Platform:
         """Let the init exec the program args describe; a trapping init's listener comes back
         (the fork server keeps its own copy)."""
         return self._with_files("ForkServer.Release", args, ReleaseResult, args.fds, lambda r: len(r.fds) <= 1)
+
+    def tasks(self, args: TasksArgs) -> TasksResult:
+        """Every container the fork server holds and every exit it kept (for a restarted sentry)."""
+        return wire.from_wire(TasksResult, self._fs.call("ForkServer.Tasks", args))
 
     def listeners(self, args: ListenersArgs) -> ListenersResult:
         """The seccomp listener of every trapping container (for a sentry that restarted)."""
@@ -215,7 +261,12 @@ class Platform:
 def setup(ctx: ServiceContext) -> None:
     """Start the fork server and register the Platform domain."""
     publisher = Publisher(ctx.run_dir.task_events_endpoint)
-    forkserver = ForkServerConnection(str(ctx.run_dir.path), publisher, ctx.debug)
+    forkserver = ForkServerConnection(ctx.run_dir, publisher, ctx.debug)
+    if forkserver.proc is None:
+        # The sentry takes the exits it missed meanwhile from Tasks itself (restore.py).
+        held = forkserver.held
+        ctx.system.recovered.update(containers=len(held.containers), exits=len(held.exits))
+        log.info("reattached to the fork server: %d containers, %d exits", len(held.containers), len(held.exits))
     forkserver.on_lost = ctx.loop.stop
     ctx.loop.add_reader(forkserver.sock.fileno(), forkserver.on_readable)
     ctx.loop.add_cleanup(forkserver.close)

@@ -3,8 +3,10 @@
 A trapped file syscall must never stall the others: the sentry sends the gofer request, goes
 back to its loop (other listeners, its ZMQ socket) and finishes the syscall when the reply
 arrives. This module owns the one SOCK_SEQPACKET connection to the gofer, the table of calls in
-flight, and their deadlines: a call the gofer does not answer in time, or that a dead gofer
-will never answer, completes with EIO, and the next call reconnects.
+flight, and their deadlines. A gofer that is down or restarting does not fail a call at once:
+a call not yet sent, or one whose repetition does the same (see ``retryable``), is sent again
+once the gofer is back (its mounts re-attached first, by on_connect); a call that may have
+taken effect, and any call not answered by its deadline, completes with EIO. None waits longer.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from common import fdpass, wire
@@ -30,6 +33,42 @@ CALL_TIMEOUT = 10.0
 #: on_done(result map or None, fds the callee now owns, errno or 0).
 Done = Callable[[dict[str, Any] | None, list[int], int], None]
 
+#: Calls whose repetition after a lost reply leaves the same result as one (an Open that may
+#: create, without O_EXCL, is one too: see retryable).
+_REPEATABLE = frozenset(
+    {
+        "Gofer.Access",
+        "Gofer.Chmod",
+        "Gofer.Chown",
+        "Gofer.Truncate",
+        "Gofer.Utimens",
+        "Gofer.SetXattr",
+    }
+)
+
+
+def retryable(method: str, args: Any) -> bool:
+    """Whether method may be sent again when its first sending's fate is unknown."""
+    if method == "Gofer.Open":
+        return not getattr(args, "flags", 0) & os.O_EXCL
+    return method in _REPEATABLE
+
+
+@dataclass(slots=True)
+class PendingCall:
+    """A call sent or waiting to be sent."""
+
+    #: When it fails with EIO.
+    deadline: float
+    #: Its completion.
+    on_done: Done
+    #: The request frame.
+    frame: bytes
+    #: It may be sent again after the connection was lost with it in flight.
+    retry: bool
+    #: It was sent on the current connection.
+    sent: bool = False
+
 
 class AsyncGoferChannel:
     """Calls to the gofer whose replies are handled by the sentry's loop."""
@@ -42,36 +81,53 @@ class AsyncGoferChannel:
         self._remove_reader = remove_reader
         self._sock: socket.socket | None = None
         self._ids = itertools.count(1)
-        #: id -> (deadline, on_done), in send order.
-        self._pending: dict[int, tuple[float, Done]] = {}
+        #: id -> the call, in send order.
+        self._pending: dict[int, PendingCall] = {}
+        #: Runs after each new connection, before any call is sent on it (the sentry re-attaches
+        #: the mounts of a restarted gofer there).
+        self.on_connect: Callable[[], object] = lambda: None
 
     def call(self, method: str, args: Any, on_done: Done) -> None:
         """Send one request; on_done runs from the loop with the outcome (never from here)."""
         rid = next(self._ids)
-        try:
-            sock = self._connect()
-            fdpass.send_frame(sock, wire.encode_request(rid, method, wire.to_wire(args)))
-        except (OSError, ZerovisorError) as e:
-            log.debug("gofer %s: %s", method, e)
-            self._fail_all()
-            # Completed on the next tick, so that callers always see one code path.
-            self._pending[rid] = (0.0, on_done)
-            return
-        self._pending[rid] = (time.monotonic() + CALL_TIMEOUT, on_done)
+        frame = wire.encode_request(rid, method, wire.to_wire(args))
+        self._pending[rid] = PendingCall(time.monotonic() + CALL_TIMEOUT, on_done, frame, retryable(method, args))
+        self._flush()
 
     def tick(self) -> None:
-        """Fail the calls whose deadline passed with EIO."""
+        """Fail the calls whose deadline passed with EIO; send the others if the gofer is back."""
         if not self._pending:
             return
         now = time.monotonic()
-        late = [rid for rid, (deadline, _) in self._pending.items() if deadline <= now]
-        for rid in late:
-            _, on_done = self._pending.pop(rid)
-            on_done(None, [], errno.EIO)
+        for rid in [rid for rid, p in self._pending.items() if p.deadline <= now]:
+            self._pending.pop(rid).on_done(None, [], errno.EIO)
+        if any(not p.sent for p in self._pending.values()):
+            self._flush()
 
     def close(self) -> None:
         """Fail every call in flight and drop the connection."""
-        self._fail_all()
+        self._lost()
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            p.on_done(None, [], errno.EIO)
+
+    def _flush(self) -> None:
+        """Send every call not yet sent; with the gofer down they wait for the next tick."""
+        try:
+            sock = self._connect()
+        except (OSError, ZerovisorError) as e:
+            log.debug("gofer: %s", e)
+            return
+        for p in self._pending.values():
+            if p.sent:
+                continue
+            try:
+                fdpass.send_frame(sock, p.frame)
+            except (OSError, ZerovisorError) as e:
+                log.debug("gofer: %s", e)
+                self._lost()
+                return
+            p.sent = True
 
     def _connect(self) -> socket.socket:
         if self._sock is None:
@@ -81,6 +137,7 @@ class AsyncGoferChannel:
             except OSError:
                 sock.close()
                 raise
+            self.on_connect()
             sock.setblocking(False)
             self._sock = sock
             self._add_reader(sock.fileno(), self._on_readable)
@@ -97,10 +154,10 @@ class AsyncGoferChannel:
                 return
             except (OSError, ZerovisorError) as e:
                 log.debug("gofer connection: %s", e)
-                self._fail_all()
+                self._lost()
                 return
             if not frame and not fds:
-                self._fail_all()  # the gofer went away: every call in flight gets EIO
+                self._lost()  # the gofer went away
                 return
             self._complete(frame, fds)
 
@@ -115,7 +172,7 @@ class AsyncGoferChannel:
         if entry is None:
             fdpass.close_all(fds)  # a reply to a call that already timed out
             return
-        on_done = entry[1]
+        on_done = entry.on_done
         if reply.ok:
             on_done(reply.result or {}, fds, 0)
             return
@@ -123,14 +180,19 @@ class AsyncGoferChannel:
         err = error_from_wire(reply.error)
         on_done(None, [], err.errno or errno.EIO)
 
-    def _fail_all(self) -> None:
+    def _lost(self) -> None:
+        """The connection is gone: calls that may have taken effect fail with EIO; the others
+        are sent again on the next connection."""
         if self._sock is not None:
             self._remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
-        pending, self._pending = self._pending, {}
-        for _, on_done in pending.values():
-            on_done(None, [], errno.EIO)
+        for rid, p in list(self._pending.items()):
+            if p.sent and not p.retry:
+                del self._pending[rid]
+                p.on_done(None, [], errno.EIO)
+            else:
+                p.sent = False
 
 
 def close_quietly(fd: int) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from common import fdpass, wire
 from common.client import ServiceChannel
@@ -73,8 +72,10 @@ class Container:
     syscalls: dict[str, int] = field(default_factory=dict)
     #: The container as its trapped syscalls see it, once its first listener is served.
     view: Watched | None = None
-    #: Exec'd processes by pid in the container, until their exit status is collected.
+    #: Exec'd processes by pid in the container, until the container is deleted.
     execs: dict[int, ExecProcess] = field(default_factory=dict)
+    #: Restored paused: its tasks are nudged (restore.py) once it is resumed.
+    nudge_on_resume: bool = False
 
     def require(self, action: str, *allowed: str) -> None:
         """Refuse action unless the container is in one of the allowed statuses."""
@@ -100,12 +101,24 @@ class Kernel:
         #: Serves the trapped syscalls (set by the server's setup).
         self.supervisor: Supervisor | None = None
         self.containers: dict[str, Container] = {}
+        #: containers was rebuilt from the platform (restore.py); until then nothing about a
+        #: container can be answered.
+        self.restored = False
+        #: Rebuilds containers from the platform (restore.py, set by the server's setup).
+        self.rebuild: Callable[[], None] = lambda: None
         #: Stops the service's loop (set by the server's setup).
         self.shutdown: Callable[[], None] = lambda: None
 
+    @property
+    def table(self) -> dict[str, Container]:
+        """The containers by id, once rebuilt from the platform (ServiceUnavailable until then)."""
+        if not self.restored:
+            self.rebuild()
+        return self.containers
+
     def get(self, cid: str) -> Container:
         """The container named cid."""
-        ctr = self.containers.get(cid)
+        ctr = self.table.get(cid)
         if ctr is None:
             raise NotFound(f"container {cid!r} does not exist")
         return ctr
@@ -142,28 +155,33 @@ class Kernel:
         """Publish container.<cid>.<event> with the container's status."""
         self.publisher.publish(f"container.{ctr.cid}.{event}", event, ctr.snapshot())
 
-    def on_task_exit(self, body: dict[str, Any]) -> None:
-        """A task exited (platform event): an init's exit stops its container."""
-        event = wire.from_wire(TaskExit, body)
+    def on_task_exit(self, event: TaskExit, publish: bool = True) -> None:
+        """A task exited (a platform event, or an exit record it kept): an init's exit stops its
+        container. The same exit may come more than once; it counts once."""
         ctr = self.containers.get(event.cid)
         if ctr is None:
             return
         if not event.init:
-            self._exec_exited(ctr, event)
+            self._exec_exited(ctr, event, publish)
             return
-        if ctr.pid != event.pid:
+        if ctr.pid != event.pid or ctr.status == STOPPED:
             return
         ctr.status = STOPPED
         ctr.exit_code = event.exit_code
         log.info("container %r stopped with exit code %d", ctr.cid, event.exit_code)
-        self.publish(ctr, "exit")
+        if publish:
+            self.publish(ctr, "exit")
 
-    def _exec_exited(self, ctr: Container, event: TaskExit) -> None:
+    def _exec_exited(self, ctr: Container, event: TaskExit, publish: bool) -> None:
         """An exec'd process exited: keep its status for Proc.ExitStatus, and say so."""
-        pid = next((pid for pid, p in ctr.execs.items() if p.host_pid == event.pid), None)
-        if pid is None:
+        pid = next((pid for pid, p in ctr.execs.items() if p.host_pid == event.pid), event.ns_pid)
+        if not pid:
             return
-        ctr.execs[pid].exit_code = event.exit_code
+        process = ctr.execs.setdefault(pid, ExecProcess(host_pid=event.pid))
+        if process.exit_code is not None:
+            return
+        process.exit_code = event.exit_code
         log.debug("container %r: exec'd process %d exited with %d", ctr.cid, pid, event.exit_code)
-        exit_ = ProcessExit(pid=pid, exited=True, exit_code=event.exit_code)
-        self.publisher.publish(f"process.{ctr.cid}.exit", "exit", {"cid": ctr.cid, **wire.to_wire(exit_)})
+        if publish:
+            exit_ = ProcessExit(pid=pid, exited=True, exit_code=event.exit_code)
+            self.publisher.publish(f"process.{ctr.cid}.exit", "exit", {"cid": ctr.cid, **wire.to_wire(exit_)})

@@ -3,14 +3,19 @@ and its domains."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
+from common import wire
+from common.errors import ServiceUnavailable
 from common.events import Publisher, Subscriber
+from common.messages.platform import TaskExit
 from common.service import ServiceContext
 from services.sentry.control.lifecycle import Lifecycle
 from services.sentry.control.proc import Proc
 from services.sentry.gofer_client import AsyncGoferChannel
 from services.sentry.kernel import Kernel
+from services.sentry.restore import catch_up, reattach, restore
 from services.sentry.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -30,10 +35,39 @@ def setup(ctx: ServiceContext) -> None:
     def on_task_event() -> None:
         for topic, env in tasks.drain():
             if topic.endswith(".exit"):
-                kernel.on_task_exit(env["body"])
+                kernel.on_task_exit(wire.from_wire(TaskExit, env["body"]))
 
+    def rebuild() -> None:
+        ctx.system.recovered.update(restore(kernel))
+
+    def on_platform_back() -> None:
+        if kernel.restored:
+            catch_up(kernel)
+
+    def watch_platform() -> None:
+        # Checks the connection only (no call): a restarted platform is caught up with at once,
+        # even while nobody asks the sentry anything.
+        if kernel.containers or not kernel.restored:
+            with contextlib.suppress(ServiceUnavailable):
+                if kernel.restored:
+                    kernel.platform.connect()
+                else:
+                    rebuild()
+
+    kernel.rebuild = rebuild
+    kernel.platform.on_reconnect = on_platform_back
+
+    def on_gofer_back() -> None:
+        recovered = ctx.system.recovered
+        recovered["mounts"] = recovered.get("mounts", 0) + reattach(kernel)
+
+    kernel.gofer.on_reconnect = on_gofer_back
+    gofer.on_connect = kernel.gofer.connect
+    with contextlib.suppress(ServiceUnavailable):
+        rebuild()  # else on the first call or tick that finds the platform up
     ctx.loop.add_socket(tasks.sock, on_task_event)
     ctx.loop.add_tick(gofer.tick)
+    ctx.loop.add_tick(watch_platform)
     ctx.system.details = lambda: {"syscalls": {cid: dict(c.syscalls) for cid, c in kernel.containers.items()}}
     ctx.loop.add_cleanup(tasks.close)
     ctx.loop.add_cleanup(publisher.close)

@@ -43,16 +43,63 @@ def test_systemd_analyze_verify_accepts_every_unit(tmp_path: Path) -> None:
     assert "zerovisor" not in proc.stderr, proc.stderr
 
 
+#: The units each service unit starts after, and wants: its dependencies (none for platform and gofer).
+DEPENDENCIES = {
+    "platform": set(),
+    "gofer": set(),
+    "sentry": {"zerovisor-platform.service", "zerovisor-gofer.service"},
+    "controller": {"zerovisor-sentry.service"},
+}
+
+
+def unit_names(values: list[str]) -> set[str]:
+    """The unit names of a dependency setting (space-separated, and the key may repeat)."""
+    return {name for value in values for name in value.split()}
+
+
 @pytest.mark.parametrize("unit", UNITS, ids=[u.stem for u in UNITS])
 def test_unit_settings(unit: Path) -> None:
     s = unit_settings(unit)
     assert s["Type"] == ["notify"]
-    assert s["Restart"] == ["on-failure"]
+    # Always, not on-failure: a service that stops cleanly (the platform does when its fork
+    # server is gone) must come back too; and a crash loop is never rate-limited away.
+    assert s["Restart"] == ["always"]
+    assert s["RestartSec"] == ["1"]
+    assert s["StartLimitIntervalSec"] == ["0"]
     assert s["RuntimeDirectory"] == ["zerovisor"]
     assert s["RuntimeDirectoryMode"] == ["0700"]
     assert s["WantedBy"] == ["zerovisor.target"]
+    assert s["PartOf"] == ["zerovisor.target"]
     target = unit_settings(COMPOSE / "zerovisor.target")
     assert unit.name in target["Wants"][0].split()
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.stem for u in UNITS])
+def test_only_the_platform_leaves_its_children_alive(unit: Path) -> None:
+    """The fork server and the container tasks outlive a platform restart; nothing else may linger."""
+    kill_mode = unit_settings(unit).get("KillMode", [])
+    if unit.stem == "zerovisor-platform":
+        assert kill_mode == ["process"]
+    else:
+        assert kill_mode in ([], ["control-group"])
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.stem for u in UNITS])
+def test_units_are_ordered_and_independently_restartable(unit: Path) -> None:
+    """Start order comes from After=; Wants= pulls the dependencies in but, unlike Requires=,
+    never stops or restarts this unit when one of them stops or restarts."""
+    s = unit_settings(unit)
+    service = unit.stem.removeprefix("zerovisor-")
+    assert unit_names(s.get("After", [])) == DEPENDENCIES[service]
+    assert unit_names(s.get("Wants", [])) == DEPENDENCIES[service]
+
+
+def test_no_unit_requires_or_binds_another() -> None:
+    """Requires= and BindsTo= propagate a stop (BindsTo= also a restart): a unit restarting alone
+    would take the units that depend on it down with it."""
+    for path in COMPOSE.iterdir():
+        s = unit_settings(path)
+        assert not {"Requires", "Requisite", "BindsTo"} & s.keys(), path.name
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=[u.stem for u in UNITS])

@@ -48,7 +48,7 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert all(os.getsid(p) == p for p in pids if isinstance(p, int))
 
         table = controller_cli("status", root=root).stdout.splitlines()
-        assert table[0].split() == ["SERVICE", "PID", "UPTIME", "STATE"]
+        assert table[0].split() == ["SERVICE", "PID", "UPTIME", "RESTARTS", "STATE", "RECOVERED"]
         assert {line.split()[0] for line in table[1:]} == set(SERVICES)
 
         # A second `up` finds them running and starts nothing new.

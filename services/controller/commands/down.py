@@ -19,9 +19,13 @@ from services.controller.commands.base import CliContext, run_dir_option
 @click.pass_obj
 def cli(obj: CliContext, run_dir: str | None, timeout: float) -> None:
     """Stop every running service: SIGTERM, then SIGKILL after --timeout."""
-    from common.rundir import RunDir
+    from common.rundir import SERVICES, RunDir
     from services.controller.services import ServiceManager
 
     ctx = obj.with_run_dir(run_dir)
-    for service, pid in ServiceManager(RunDir.at(ctx.run_dir), ctx.root).stop(timeout).items():
+    rd = RunDir.at(ctx.run_dir)
+    for service, pid in ServiceManager(rd, ctx.root).stop(timeout).items():
         click.echo(f"{service} stopped (pid {pid})")
+    # The next `up` is a first start again: its services report no restarts.
+    for service in SERVICES:
+        rd.starts_path(service).unlink(missing_ok=True)

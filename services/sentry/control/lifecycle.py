@@ -33,6 +33,7 @@ from services.sentry.kernel import (
     Container,
     Kernel,
 )
+from services.sentry.restore import nudge_container
 from services.sentry.vfs import attach_args
 
 log = logging.getLogger(__name__)
@@ -51,21 +52,21 @@ class Lifecycle:
 
         With a terminal, the result carries the pty master.
         """
-        old = self._k.containers.get(args.cid)
+        old = self._k.table.get(args.cid)
         if old is not None:
             raise ConflictError(f"container {args.cid!r} already exists")
         # The gofer serves the container's files from the moment its program can run.
         self._k.gofer.call("Gofer.Attach", attach_args(args.cid, args.spec))
+        strace = args.strace or args.spec.annotations.get(STRACE_ANNOTATION) == "true"
         try:
             launched, fds = self._k.platform.call_with_fds(
-                "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec), LaunchResult, fds=args.fds
+                "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec, strace=strace), LaunchResult, fds=args.fds
             )
         except BaseException:
             self._detach(args.cid)
             raise
-        strace = args.strace or args.spec.annotations.get(STRACE_ANNOTATION) == "true"
         ctr = Container(cid=args.cid, spec=args.spec, status=CREATED, pid=launched.pid, strace=strace)
-        self._k.containers[args.cid] = ctr
+        self._k.table[args.cid] = ctr
         self._k.publish(ctr, "create")
         return CreateContainerResult(status=ctr.snapshot(), fds=fds)
 
@@ -108,7 +109,7 @@ class Lifecycle:
 
     def is_container_running(self, args: ContainerArgs) -> RunningResult:
         """Whether the container is running; an unknown one is not."""
-        ctr = self._k.containers.get(args.cid)
+        ctr = self._k.table.get(args.cid)
         return RunningResult(running=ctr is not None and ctr.status == RUNNING)
 
     def shutdown(self, args: ShutdownArgs) -> None:
@@ -138,12 +139,15 @@ class Lifecycle:
         self._k.platform.call("Platform.Thaw", ContainerRef(cid=args.cid))
         if ctr.status == PAUSED:
             ctr.status = RUNNING
+        if ctr.nudge_on_resume:
+            ctr.nudge_on_resume = False
+            nudge_container(self._k, ctr)
         self._k.publish(ctr, "resume")
         return ctr.snapshot()
 
     def delete_container(self, args: DeleteContainerArgs) -> None:
         """Forget a stopped container (or, with force, kill it first) and remove its cgroup."""
-        ctr = self._k.containers.get(args.cid)
+        ctr = self._k.table.get(args.cid)
         if ctr is None:
             if args.force:
                 return
@@ -154,7 +158,7 @@ class Lifecycle:
         self._k.unwatch(args.cid)
         self._k.platform.call("Platform.Destroy", ContainerRef(cid=args.cid))
         self._detach(args.cid)
-        del self._k.containers[args.cid]
+        del self._k.table[args.cid]
         self._k.publish(ctr, "delete")
 
     def get_status(self, args: ContainerArgs) -> ContainerStatus:
@@ -163,7 +167,7 @@ class Lifecycle:
 
     def list_containers(self, args: ListContainersArgs) -> ContainerList:
         """Every container the sentry knows."""
-        return ContainerList(containers=[c.snapshot() for c in self._k.containers.values()])
+        return ContainerList(containers=[c.snapshot() for c in self._k.table.values()])
 
     def stats(self, args: ContainerArgs) -> ContainerStats:
         """The container's cgroup counters and its trapped syscalls by family."""

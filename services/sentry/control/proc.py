@@ -52,15 +52,17 @@ class Proc:
         return ExecResult(pid=started.pid, host_pid=started.host_pid, fds=fds[1:])
 
     def exit_status(self, args: ProcessArgs) -> ProcessExit:
-        """Whether an exec'd process has exited; once it has, its status is handed out this
-        once and forgotten (gVisor's WaitPID reaps)."""
+        """Whether an exec'd process has exited, and its status once it has.
+
+        The status is kept after it is handed out (until the container is deleted), so that a
+        caller whose controller died before it passed the status on gets it when it asks again.
+        """
         ctr = self._k.get(args.cid)
         process = ctr.execs.get(args.pid)
         if process is None:
             raise NotFound(f"container {args.cid!r} has no exec'd process {args.pid}")
         if process.exit_code is None:
             return ProcessExit(pid=args.pid, exited=False)
-        del ctr.execs[args.pid]
         return ProcessExit(pid=args.pid, exited=True, exit_code=process.exit_code)
 
     def signal_process(self, args: SignalProcessArgs) -> None:

@@ -25,6 +25,7 @@ from common.errors import error_from_wire
 from common.messages.lifecycle import StartContainerArgs
 from common.messages.platform import ContainerRef, LaunchArgs, ListenersArgs
 from common.messages.spec import ContainerSpec
+from common.rundir import RunDir
 from tests.rootfs import make_rootfs
 from tests.unit.platform import supervisor
 from tests.unit.platform.test_stub import base_spec
@@ -36,17 +37,34 @@ class ForkServerProcess:
     """A fork server child and our end of its connection."""
 
     def __init__(self, run_dir: Path, log_path: Path) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [sys.executable, "-m", "services.platform.forkserver", "--socket-fd", str(theirs.fileno())]
-        with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [*argv, "--run-dir", str(run_dir)], pass_fds=[theirs.fileno()], cwd=REPO, stderr=log
-            )
-        theirs.close()
-        ours.settimeout(60)
-        self.sock = ours
+        argv = [sys.executable, "-m", "services.platform.forkserver_main", "--run-dir", str(run_dir)]
+        with open(log_path, "a") as log:
+            self.proc = subprocess.Popen(argv, cwd=REPO, stderr=log)
+        self.run_dir = run_dir
+        self.sock = self.connect()
         self.events: list[dict[str, Any]] = []
         self._ids = 0
+
+    def connect(self, timeout: float = 30.0) -> socket.socket:
+        """A connection to the fork server, as a platform makes it (waiting for it to listen)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                sock.connect(str(RunDir.at(self.run_dir).forkserver_socket))
+            except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
+                assert self.proc.poll() is None, "the fork server exited"
+                assert time.monotonic() < deadline, "the fork server did not listen"
+                time.sleep(0.02)
+                continue
+            sock.settimeout(60)
+            return sock
+
+    def reconnect(self) -> None:
+        """Hang up and connect again, as a restarted platform does."""
+        self.sock.close()
+        self.sock = self.connect()
 
     def call(self, method: str, args: Any, fds: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
         """One request; the raw result and the reply's fds (ours). Exit events are collected."""
@@ -78,8 +96,9 @@ class ForkServerProcess:
             self.events.append(env["body"])
 
     def close(self) -> None:
-        """Hang up; the fork server kills what is left and exits."""
+        """Hang up and SIGTERM it, as `controller down` does: it kills what is left and exits."""
         self.sock.close()
+        self.proc.terminate()
         self.proc.wait(timeout=30)
 
 
@@ -147,7 +166,7 @@ def test_release_returns_the_listener_and_keeps_a_copy(forkserver: ForkServerPro
     assert notes[0] == {"nr": 59, "path": "/bin/sh"}  # execve
     assert {"nr": 83, "path": "/dev/shm/d"} in notes  # mkdir
     assert (tmp_path / "c1.out").read_text() == "made\n"
-    assert forkserver.wait_exit("c1") == {"cid": "c1", "pid": pid, "init": True, "exit_code": 0}
+    assert forkserver.wait_exit("c1") == {"cid": "c1", "pid": pid, "init": True, "exit_code": 0, "ns_pid": 0}
     # No task is left under the filter: the fork server drops its copy at the hangup.
     deadline = time.monotonic() + 30
     while listed(forkserver):

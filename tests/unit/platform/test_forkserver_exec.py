@@ -49,7 +49,7 @@ def test_exec_joins_the_container(forkserver: ForkServerProcess, tmp_path: Path)
     assert lines[1] == "from the pipe"
     assert "bin" in lines and "sleep 1000 " in lines
     exit_event = next(e for e in wait_events(forkserver) if e["pid"] == result["host_pid"])
-    assert exit_event == {"cid": "c", "pid": result["host_pid"], "init": False, "exit_code": 3}
+    assert exit_event == {"cid": "c", "pid": result["host_pid"], "init": False, "exit_code": 3, "ns_pid": result["pid"]}
     # The exec's listener is dropped at its hangup; the init's stays.
     listed, kept = forkserver.call("ForkServer.Listeners", ListenersArgs())
     fdpass.close_all(kept)
