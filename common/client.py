@@ -160,6 +160,11 @@ class ServiceChannel:
 
     def _drop(self) -> None:
         self.close()
+        self.mark_lost()
+
+    def mark_lost(self) -> None:
+        """Run on_reconnect before the next call (the peer was unreachable, and may have state
+        to catch up on when it is back)."""
         self._lost = True
 
     def close(self) -> None:

@@ -100,6 +100,14 @@ class ServiceUnavailable(ZerovisorError):
     code = ErrCode.UNAVAILABLE
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether exc says a service was down or did not answer: ours, or one behind the service
+    we called (which relays the code)."""
+    return isinstance(exc, ServiceUnavailable) or (
+        isinstance(exc, RemoteError) and exc.remote_code == ErrCode.UNAVAILABLE
+    )
+
+
 class RemoteError(ZerovisorError):
     """The transport worked but the remote side answered with an error."""
 

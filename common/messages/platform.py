@@ -158,6 +158,8 @@ class ExecTask:
     host_pid: int
     #: Its pid in the container's pid namespace.
     ns_pid: int
+    #: The token of the request that started it (ExecArgs.token).
+    token: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,7 +178,7 @@ class ContainerTasks:
     released: bool
     #: Its cgroup is frozen (the container is paused).
     frozen: bool
-    #: Its exec'd processes not yet reaped.
+    #: Every process exec'd into it (those that exited have their exit in TasksResult.exits).
     execs: list[ExecTask] = field(default_factory=list)
 
 

@@ -89,6 +89,9 @@ class ExecRequest:
     tty: bool = False
     #: Guest fd numbers of the files, in order (the exec file, if any, has none).
     guest_fds: list[int] = field(default_factory=list)
+    #: Names this exec for the CLI that asked for it; a request sent again with the same token
+    #: (after a service restart lost the reply) gets the process the first one started.
+    token: str = ""
     #: The files, sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
@@ -127,6 +130,8 @@ class ExecArgs:
     limits: dict[str, Limit] = field(default_factory=dict)
     #: Guest fd numbers of fds, in order.
     guest_fds: list[int] = field(default_factory=list)
+    #: The request's token (ExecRequest.token): a repeated request starts nothing new.
+    token: str = ""
     #: The files, sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
@@ -175,7 +180,8 @@ class ExecStarted:
     pid: int
     #: Its pid on the host.
     host_pid: int
-    #: Its seccomp listener, then its pty master with a terminal (the receiver's), as SCM_RIGHTS.
+    #: Its seccomp listener, then its pty master with a terminal (the receiver's), as SCM_RIGHTS;
+    #: none when a repeated request finds the process already gone.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
 

@@ -3,12 +3,18 @@ domains."""
 
 from __future__ import annotations
 
+import logging
+
 from common.client import ServiceChannel
+from common.errors import ZerovisorError
 from common.events import Subscriber
 from common.service import ServiceContext, Setup
 from services.controller.containers import SENTRY_TIMEOUT, Containers, record_event
 from services.controller.proc import ExitWaiters, Proc
+from services.controller.reconcile import delete_orphans, settle_creating
 from services.controller.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 def make_setup(root: str) -> Setup:
@@ -32,7 +38,19 @@ def make_setup(root: str) -> Setup:
                 if topic.endswith(".delete"):
                     waiters.container_gone(body["cid"])
 
+        def on_sentry_back() -> None:
+            recovered = ctx.system.recovered
+            recovered["orphans"] = recovered.get("orphans", 0) + delete_orphans(registry, sentry)
+
+        try:
+            ctx.system.recovered.update(containers=len(registry.list()), creating=settle_creating(registry, sentry))
+            on_sentry_back()
+        except ZerovisorError as e:
+            log.warning("reconciling with the sentry at start: %s", e)  # again when it is back
+            sentry.mark_lost()
+        sentry.on_reconnect = on_sentry_back
         ctx.loop.add_socket(events.sock, on_event)
+        ctx.loop.add_tick(waiters.poll)
         ctx.loop.add_cleanup(events.close)
         ctx.loop.add_cleanup(registry.close)
         ctx.registry.register(containers)

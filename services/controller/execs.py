@@ -34,6 +34,7 @@ def exec_args(req: ExecRequest, base: ProcessSpec | None) -> ExecArgs:
         terminal=process.terminal,
         limits={r.type: Limit(cur=r.soft, max=r.hard) for r in process.rlimits},
         guest_fds=list(req.guest_fds),
+        token=req.token,
         fds=list(req.fds),
     )
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 
 from common import wire
 from common.client import ServiceChannel
-from common.errors import NotFound, ZerovisorError
+from common.errors import NotFound, ServiceUnavailable, ZerovisorError
 from common.messages.proc import (
     ExecRequest,
     ExecResult,
@@ -32,6 +33,9 @@ from services.controller.registry import Registry
 
 log = logging.getLogger(__name__)
 
+#: How often waiters ask the sentry themselves, in case an exit event was lost, seconds.
+POLL_INTERVAL = 1.0
+
 
 class ExitWaiters:
     """The WaitPid answers still waiting, by container and pid; the service's event handler
@@ -40,6 +44,7 @@ class ExitWaiters:
     def __init__(self, sentry: ServiceChannel) -> None:
         self._sentry = sentry
         self._waiting: dict[tuple[str, int], list[Deferred[ProcessExit]]] = {}
+        self._polled = 0.0
 
     def add(self, cid: str, pid: int, answer: Deferred[ProcessExit]) -> None:
         """Settle answer when process pid of cid exits."""
@@ -58,6 +63,26 @@ class ExitWaiters:
             return
         for waiter in waiters:
             waiter.resolve(status)
+
+    def poll(self) -> None:
+        """Ask the sentry about every process still waited for, at most once per POLL_INTERVAL:
+        an exit event lost to a restart (the sentry's or ours) must not leave a waiter hanging."""
+        now = time.monotonic()
+        if not self._waiting or now - self._polled < POLL_INTERVAL:
+            return
+        self._polled = now
+        for cid, pid in list(self._waiting):
+            try:
+                status: ProcessExit = self._sentry.call("Proc.ExitStatus", ProcessArgs(cid=cid, pid=pid), ProcessExit)
+            except ServiceUnavailable:
+                return  # the sentry is down: next time
+            except ZerovisorError as e:
+                for waiter in self._waiting.pop((cid, pid), []):
+                    waiter.fail(e)
+                continue
+            if status.exited:
+                for waiter in self._waiting.pop((cid, pid), []):
+                    waiter.resolve(status)
 
     def container_gone(self, cid: str) -> None:
         """The container was deleted: nobody will report its processes' exits any more."""
@@ -87,7 +112,7 @@ class Proc:
         return dataclasses.replace(result, fds=fds)
 
     def wait_pid(self, args: ProcessArgs) -> Deferred[ProcessExit]:
-        """The exit of an exec'd process, once it has exited; its status is handed out once."""
+        """The exit of an exec'd process, once it has exited (asked again, the same status)."""
         answer: Deferred[ProcessExit] = Deferred()
         status: ProcessExit = self._sentry.call("Proc.ExitStatus", args, ProcessExit)
         if status.exited:

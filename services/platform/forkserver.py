@@ -98,8 +98,11 @@ class ForkServer:
         #: while a task uses the filter (not only while its first task lives: descendants
         #: share it).
         self.listener_fds: dict[int, str] = {}
-        #: Every exec'd process not yet reaped, by host pid.
+        #: Every exec'd process, by host pid, until its container is destroyed (a request sent
+        #: again finds by its token the process it started).
         self.execs: dict[int, ExecTask] = {}
+        #: Host pid of an exec'd process -> its listener in listener_fds, while kept.
+        self.exec_listeners: dict[int, int] = {}
         #: Sync sockets of released trapping inits, by fd, read until EOF for late failures.
         self.late: dict[int, stubs.Stub] = {}
 
@@ -153,15 +156,32 @@ class ForkServer:
         task = self._task(cid)
         if task.stub is not None:
             raise ConflictError(f"cannot exec in container {cid!r}: it was not started")
+        earlier = self._exec_of(cid, args.token)
+        if earlier is not None:
+            return earlier
         spawned = exec_stub.spawn(self.specs[cid], task.pid, args, before_setup=self._cgroup(cid).add)
-        self.execs[spawned.stub.pid] = ExecTask(cid=cid, host_pid=spawned.stub.pid, ns_pid=spawned.ns_pid)
+        self.execs[spawned.stub.pid] = ExecTask(
+            cid=cid, host_pid=spawned.stub.pid, ns_pid=spawned.ns_pid, token=args.token
+        )
         self._keep_listener(cid, spawned.listener)
+        self.exec_listeners[spawned.stub.pid] = spawned.listener
         self._watch(spawned.stub)
         fds = [os.dup(spawned.listener)]
         if spawned.console is not None:
             fds.append(spawned.console)
         # The Dispatcher sends the files on and closes them.
         return ExecStarted(pid=spawned.ns_pid, host_pid=spawned.stub.pid, fds=fds)
+
+    def _exec_of(self, cid: str, token: str) -> ExecStarted | None:
+        """What an earlier Exec with this token started (a dup of its listener while its filter
+        is in use), or None."""
+        if not token:
+            return None
+        found = next((e for e in self.execs.values() if e.cid == cid and e.token == token), None)
+        if found is None:
+            return None
+        kept = self.exec_listeners.get(found.host_pid)
+        return ExecStarted(pid=found.ns_pid, host_pid=found.host_pid, fds=[os.dup(kept)] if kept is not None else [])
 
     def listeners(self, args: ListenersArgs) -> ListenersResult:
         """A dup of every listener still in use (of the containers in args.cids, if given);
@@ -204,6 +224,8 @@ class ForkServer:
     def _drop_listener(self, fd: int) -> None:
         """A listener's filter has no task left (or its container goes): close our copy."""
         if self.listener_fds.pop(fd, None) is not None:
+            for pid in [pid for pid, kept in self.exec_listeners.items() if kept == fd]:
+                del self.exec_listeners[pid]
             if self.poller is not None:
                 self.poller.unregister(fd)
             os.close(fd)
@@ -290,6 +312,8 @@ class ForkServer:
         self.straced.discard(cid)
         self.init_pids.pop(cid, None)
         self.exit_log.forget(cid)
+        for pid in [pid for pid, e in self.execs.items() if e.cid == cid]:
+            del self.execs[pid]
         cgroup = self.cgroups.pop(cid, None)
         task = self.live.pop(cid, None)
         if task is not None and task.stub is not None:

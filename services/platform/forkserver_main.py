@@ -63,7 +63,7 @@ def reap(server: ForkServer) -> list[TaskExit]:
         if pid == 0:
             break
         task = next((t for t in server.live.values() if t.pid == pid), None)
-        execd = server.execs.pop(pid, None)
+        execd = server.execs.get(pid)
         if task is not None:
             cid, ns_pid = task.cid, 0
             if task.stub is not None:

@@ -213,7 +213,7 @@ class Platform:
         """Start a process in a running container; its listener (and, with a terminal, its pty
         master) comes back, the fork server keeping its own copy of the listener."""
         return self._with_files(
-            "ForkServer.Exec", args, ExecStarted, args.fds, lambda r: len(r.fds) == 1 + args.terminal
+            "ForkServer.Exec", args, ExecStarted, args.fds, lambda r: len(r.fds) <= 1 + args.terminal
         )
 
     def _with_files(self, method: str, args: Any, result_type: type[R], fds: list[int], fits: Callable[[R], bool]) -> R:

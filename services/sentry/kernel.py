@@ -48,6 +48,8 @@ class ExecProcess:
     host_pid: int
     #: Its exit code once it has exited.
     exit_code: int | None = None
+    #: The token of the request that started it (ExecArgs.token).
+    token: str = ""
 
 
 @dataclass(slots=True)

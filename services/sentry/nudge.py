@@ -23,7 +23,8 @@ PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
 #: waitpid() flag for a traced thread that is not our child (linux/wait.h __WALL).
 WALL = 0x40000000
-#: What /proc/TID/wchan says of a thread waiting for its notification to be answered.
+#: What /proc/TID/wchan says of a thread waiting for its notification to be answered (the
+#: compiler may add a suffix: "seccomp_do_user_notification.isra.0").
 NOTIFY_WAIT = "seccomp_do_user_notification"
 
 
@@ -38,7 +39,7 @@ def waiting_threads(pids: Iterable[int]) -> list[int]:
         for tid in threads:
             try:
                 with open(f"/proc/{pid}/task/{tid}/wchan") as f:
-                    if f.read().strip() == NOTIFY_WAIT:
+                    if f.read().split(".")[0] == NOTIFY_WAIT:
                         tids.append(int(tid))
             except (FileNotFoundError, ProcessLookupError):
                 continue

@@ -101,7 +101,7 @@ def _container(tasks: ContainerTasks) -> Container:
     status = CREATED if not tasks.released else PAUSED if tasks.frozen else RUNNING
     ctr = Container(cid=tasks.cid, spec=tasks.spec, status=status, pid=tasks.init_pid, strace=tasks.strace)
     for e in tasks.execs:
-        ctr.execs[e.ns_pid] = ExecProcess(host_pid=e.host_pid)
+        ctr.execs[e.ns_pid] = ExecProcess(host_pid=e.host_pid, token=e.token)
     return ctr
 
 

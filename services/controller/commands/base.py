@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar, cast
@@ -17,6 +18,26 @@ R = TypeVar("R")
 
 #: How long a CLI call to the controller may take (creating a container mounts and forks).
 CALL_TIMEOUT = 120.0
+#: How long a CLI goes on sending a call again while a service is down or restarting.
+RETRY_TIMEOUT = 60.0
+#: The pause between two attempts.
+RETRY_PAUSE = 0.2
+#: Calls sent again when the controller, or a service behind it, went away before answering:
+#: those that read, those whose repetition changes nothing more (a signal), and Proc.Exec,
+#: whose token makes a repeated request find the process the first one started. The others
+#: fail with the error: their first attempt may or may not have taken effect.
+RETRIED = frozenset(
+    {
+        "Containers.State",
+        "Containers.List",
+        "Containers.Stats",
+        "Containers.Kill",
+        "Proc.Ps",
+        "Proc.Exec",
+        "Proc.WaitPid",
+        "Proc.SignalProcess",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +86,30 @@ def controller_call(
 
 
 def controller_call_with_fds(
-    obj: CliContext, method: str, args: object, result_type: type[R] | None = None, fds: list[int] | None = None
+    obj: CliContext,
+    method: str,
+    args: object,
+    result_type: type[R] | None = None,
+    fds: list[int] | None = None,
+    wait_forever: bool = False,
 ) -> tuple[R, list[int]]:
-    """controller_call, returning the reply's files too; the caller owns and closes them."""
-    with controller_client(obj) as client:
-        result, out = client.call(method, args, result_type, fds)
-    return cast(R, result), out
+    """controller_call, returning the reply's files too; the caller owns and closes them.
+
+    A call in RETRIED that fails because a service is down or restarting is sent again on a
+    new connection (the services started again first, if they are down) until RETRY_TIMEOUT.
+    """
+    from common.errors import is_unavailable
+
+    deadline = time.monotonic() + RETRY_TIMEOUT
+    while True:
+        try:
+            with controller_client(obj) as client:
+                result, out = client.call(method, args, result_type, fds, wait_forever)
+            return cast(R, result), out
+        except Exception as e:
+            if method not in RETRIED or not is_unavailable(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(RETRY_PAUSE)
 
 
 def controller_client(obj: CliContext) -> FdClient:

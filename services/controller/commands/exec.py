@@ -1,9 +1,10 @@
 """exec: run a new process in a running container (runc exec, runsc exec).
 
 The request, the client's stdio, every --pass-fd and the --exec-fd file go to the controller in
-one call on its fd channel; the answer (Proc.WaitPid) comes back on the same connection when the
-process exits, so this command never imports ZMQ. With --detach a child `controller exec`
-without --detach waits for the process instead, and stands for it on the host.
+one call on its fd channel; then Proc.WaitPid answers when the process exits, so this command
+never imports ZMQ. A service that restarts meanwhile costs a retry, not the process. With
+--detach a child `controller exec` without --detach waits for the process instead, and stands
+for it on the host.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
 
-from services.controller.commands.base import CliContext, controller_call, controller_client, write_pid_file
+from services.controller.commands.base import CliContext, controller_call, controller_call_with_fds, write_pid_file
 from services.controller.commands.create import console_socket_option
 
 if TYPE_CHECKING:
@@ -169,6 +171,7 @@ def cli(
         caps=list(caps),
         tty=tty,
         guest_fds=files.guest_fds,
+        token=uuid.uuid4().hex,
         fds=files.fds,
     )
     sys.exit(_run(obj, request, pid_file, internal_pid_file, console_socket))
@@ -217,41 +220,48 @@ def _run(
     internal_pid_file: str | None,
     console_socket: str | None,
 ) -> int:
-    """Start the process, stand for it until it exits; its exit code."""
+    """Start the process, stand for it until it exits; its exit code.
+
+    Both calls are sent again if a service restarts under them: the request's token makes a
+    repeated Exec find the process the first one started, and the sentry keeps an exit status
+    after handing it out.
+    """
     from common.messages.proc import ExecResult, ProcessArgs, ProcessExit, SignalProcessArgs
     from services.controller.console import TerminalRelay, send_console
 
-    with controller_client(obj) as client:
-        result, fds = client.call("Proc.Exec", request, ExecResult, request.fds)
-        master = fds[0] if fds else None
-        relay = None
-        try:
-            if internal_pid_file:
-                write_pid_file(os.path.abspath(internal_pid_file), result.pid)
-            # After the internal one: once --pid-file is there, both are (runsc's order).
-            if pid_file:
-                write_pid_file(os.path.abspath(pid_file), os.getpid())
-            if master is not None and console_socket:
-                send_console(console_socket, master)
-            elif master is not None:
-                relay = TerminalRelay(master)
-                relay.start()
-                signal.signal(signal.SIGWINCH, lambda _signo, _frame: relay.resize() if relay else None)
-            cid, pid, foreground = request.id, result.pid, master is not None
+    result, fds = controller_call_with_fds(obj, "Proc.Exec", request, ExecResult, request.fds)
+    master = fds[0] if fds else None
+    relay = None
+    try:
+        if internal_pid_file:
+            write_pid_file(os.path.abspath(internal_pid_file), result.pid)
+        # After the internal one: once --pid-file is there, both are (runsc's order).
+        if pid_file:
+            write_pid_file(os.path.abspath(pid_file), os.getpid())
+        if master is not None and console_socket:
+            send_console(console_socket, master)
+        elif master is not None:
+            relay = TerminalRelay(master)
+            relay.start()
+            signal.signal(signal.SIGWINCH, lambda _signo, _frame: relay.resize() if relay else None)
+        cid, pid, foreground = request.id, result.pid, master is not None
 
-            def forward(signo: int, _frame: FrameType | None) -> None:
-                args = SignalProcessArgs(cid=cid, pid=pid, signo=signo, foreground=foreground)
-                controller_call(obj, "Proc.SignalProcess", args)
+        def forward(signo: int, _frame: FrameType | None) -> None:
+            args = SignalProcessArgs(cid=cid, pid=pid, signo=signo, foreground=foreground)
+            controller_call(obj, "Proc.SignalProcess", args)
 
-            for signo in FORWARDED:
-                signal.signal(signo, forward)
-            status, _ = client.call("Proc.WaitPid", ProcessArgs(cid=cid, pid=pid), ProcessExit, wait_forever=True)
-        finally:
-            if master is not None and relay is None:
-                os.close(master)  # the console socket's receiver holds its own copy
-        if relay is not None:
-            relay.wait(timeout=5.0)  # the last output may still be on its way
-            relay.close()
+        for signo in FORWARDED:
+            signal.signal(signo, forward)
+        status: ProcessExit
+        status, _ = controller_call_with_fds(
+            obj, "Proc.WaitPid", ProcessArgs(cid=cid, pid=pid), ProcessExit, wait_forever=True
+        )
+    finally:
+        if master is not None and relay is None:
+            os.close(master)  # the console socket's receiver holds its own copy
+    if relay is not None:
+        relay.wait(timeout=5.0)  # the last output may still be on its way
+        relay.close()
     return int(status.exit_code or 0)
 
 

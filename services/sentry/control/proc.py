@@ -45,10 +45,15 @@ class Proc:
         ctr = self._k.get(args.container_id)
         ctr.require("exec in", RUNNING)
         args.check()
+        earlier = next((pid for pid, p in ctr.execs.items() if args.token and p.token == args.token), None)
+        if earlier is not None:
+            # The same request again: its reply was lost to a restart. The same process answers.
+            return ExecResult(pid=earlier, host_pid=ctr.execs[earlier].host_pid)
         started, fds = self._k.platform.call_with_fds("Platform.Exec", args, ExecStarted, fds=args.fds)
-        ctr.execs[started.pid] = ExecProcess(host_pid=started.host_pid)
-        # The process waits in its trapped exec until its listener is served.
-        self._k.watch(ctr, fds[:1])
+        ctr.execs[started.pid] = ExecProcess(host_pid=started.host_pid, token=args.token)
+        if fds:
+            # The process waits in its trapped exec until its listener is served.
+            self._k.watch(ctr, fds[:1])
         return ExecResult(pid=started.pid, host_pid=started.host_pid, fds=fds[1:])
 
     def exit_status(self, args: ProcessArgs) -> ProcessExit:
