@@ -23,7 +23,7 @@ import pytest
 from common import fdpass, wire
 from common.errors import error_from_wire
 from common.messages.lifecycle import StartContainerArgs
-from common.messages.platform import ContainerRef, LaunchArgs, ListenersArgs
+from common.messages.platform import ContainerRef, LaunchArgs, ListenersArgs, TasksArgs
 from common.messages.spec import ContainerSpec
 from common.rundir import RunDir
 from tests.rootfs import make_rootfs
@@ -202,3 +202,36 @@ def test_late_exec_failure_is_logged(forkserver: ForkServerProcess, tmp_path: Pa
     log = (tmp_path / "forkserver.log").read_text()
     assert "WARNING services.platform.stub: container late init" in log, log
     assert "exec /bin/bad: [Errno 8] Exec format error" in log
+
+
+def test_the_fork_server_outlives_its_platform(forkserver: ForkServerProcess, tmp_path: Path) -> None:
+    """A platform that hangs up (dies) leaves every task running; an exit meanwhile is kept, and
+    the next platform finds the container, the exit and a copy of the listener."""
+    pid, listener = launch_and_release(forkserver, tmp_path, "c", ["sleep", "1000"])
+    served = threading.Thread(target=supervisor.serve, args=(listener,), kwargs={"timeout": 60}, daemon=True)
+    served.start()
+    forkserver.sock.close()  # the platform dies
+    time.sleep(0.3)
+    assert forkserver.proc.poll() is None
+    os.kill(pid, 9)  # the init dies while no platform listens
+    forkserver.sock = forkserver.connect()
+    deadline = time.monotonic() + 30
+    while True:
+        held, _ = forkserver.call("ForkServer.Tasks", TasksArgs())
+        exits = [e for e in held["exits"] if e["pid"] == pid]
+        if exits or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert exits == [{"cid": "c", "pid": pid, "init": True, "exit_code": 137, "ns_pid": 0}]
+    assert [(c["cid"], c["init_pid"], c["released"]) for c in held["containers"]] == [("c", pid, True)]
+    served.join(timeout=30)
+    os.close(listener)
+    forkserver.call("ForkServer.Destroy", ContainerRef(cid="c"))
+    held, _ = forkserver.call("ForkServer.Tasks", TasksArgs())
+    assert held == {"containers": [], "exits": []}  # destroyed: nobody will ask again
+
+
+def test_an_idle_fork_server_exits_when_its_platform_hangs_up(forkserver: ForkServerProcess) -> None:
+    forkserver.sock.close()
+    assert forkserver.proc.wait(timeout=10) == 0
+    assert RunDir.at(forkserver.run_dir).running_pid("forkserver") is None

@@ -1,0 +1,34 @@
+"""ExitLog: exits are durable files until their container is destroyed, and a new fork server
+reads what an earlier one left."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from common.messages.platform import TaskExit
+from services.platform.exits import ExitLog
+
+
+def test_records_survive_a_new_log_and_go_with_their_container(tmp_path: Path) -> None:
+    log = ExitLog(tmp_path / "exits")
+    log.record(TaskExit(cid="a", pid=20, init=True, exit_code=3))
+    log.record(TaskExit(cid="a", pid=10, init=False, exit_code=0, ns_pid=5))
+    log.record(TaskExit(cid="b", pid=30, init=True, exit_code=137))
+    assert json.loads((tmp_path / "exits" / "20.json").read_text())["exit_code"] == 3
+    again = ExitLog(tmp_path / "exits")  # a fork server that started after the first died
+    assert [(e.cid, e.pid, e.ns_pid) for e in again.all()] == [("a", 10, 5), ("a", 20, 0), ("b", 30, 0)]
+    again.forget("a")
+    assert [e.pid for e in again.all()] == [30]
+    assert sorted(p.name for p in (tmp_path / "exits").iterdir()) == ["30.json"]
+
+
+def test_unreadable_and_half_written_records_are_skipped(tmp_path: Path) -> None:
+    exits = tmp_path / "exits"
+    exits.mkdir()
+    (exits / "7.json").write_text("{not json")
+    (exits / "8.tmp").write_text("{}")
+    (exits / "9.json").write_text(json.dumps({"cid": "c", "pid": 9, "init": True, "exit_code": 1}))
+    log = ExitLog(exits)
+    assert [e.pid for e in log.all()] == [9]
+    assert not (exits / "8.tmp").exists()
