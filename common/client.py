@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from common import fdpass, wire
-from common.errors import MessageError, ServiceUnavailable, ZerovisorError, error_from_wire
+from common.errors import MessageError, ServiceNotResponding, ServiceUnavailable, ZerovisorError, error_from_wire
 
 R = TypeVar("R")
 
@@ -72,24 +72,33 @@ class FdClient:
         result_type: type[R] | None = None,
         fds: list[int] | None = None,
         wait_forever: bool = False,
+        timeout: float | None = None,
     ) -> tuple[Any, list[int]]:
-        """Send one request with fds (still owned by the caller) and wait for the reply (with
-        wait_forever, however long it takes: a method that answers late, like Proc.WaitPid).
+        """Send one request with fds (still owned by the caller) and wait for the reply: up to
+        timeout seconds (default: the client's), or with wait_forever however long it takes
+        (a method that answers late, like Proc.WaitPid).
 
         Returns the decoded result and the reply's fds, which the caller owns and must close.
+        ServiceNotResponding when no reply came in time, ServiceUnavailable when the
+        connection failed.
         """
         body = wire.to_wire(args) if args is not None else {}
         rid = next_id()
-        timeout = self.sock.gettimeout()
+        default = self.sock.gettimeout()
         try:
+            if timeout is not None:
+                self.sock.settimeout(timeout)
             fdpass.send_frame(self.sock, wire.encode_request(rid, method, body), fds)
             if wait_forever:
                 self.sock.settimeout(None)
             frame, out_fds = fdpass.recv_frame(self.sock)
-        except (TimeoutError, OSError) as e:
+        except TimeoutError:
+            waited = self.sock.gettimeout()
+            raise ServiceNotResponding(f"{method} on {self.path}: no answer in {waited:g} s") from None
+        except OSError as e:
             raise ServiceUnavailable(f"{method} on {self.path}: {e}") from None
         finally:
-            self.sock.settimeout(timeout)
+            self.sock.settimeout(default)
         if not frame:
             fdpass.close_all(out_fds)
             raise ServiceUnavailable(f"{method} on {self.path}: connection closed")
@@ -124,21 +133,32 @@ class ServiceChannel:
         self._reconnecting = False
 
     def call(
-        self, method: str, args: Any = None, result_type: type[R] | None = None, fds: list[int] | None = None
+        self,
+        method: str,
+        args: Any = None,
+        result_type: type[R] | None = None,
+        fds: list[int] | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """Call method; the caller keeps ownership of fds. Files in the reply, which this
         caller does not expect, are closed rather than leaked."""
-        result, out = self.call_with_fds(method, args, result_type, fds)
+        result, out = self.call_with_fds(method, args, result_type, fds, timeout)
         fdpass.close_all(out)
         return result
 
     def call_with_fds(
-        self, method: str, args: Any = None, result_type: type[R] | None = None, fds: list[int] | None = None
+        self,
+        method: str,
+        args: Any = None,
+        result_type: type[R] | None = None,
+        fds: list[int] | None = None,
+        timeout: float | None = None,
     ) -> tuple[Any, list[int]]:
-        """Call method; the caller keeps ownership of fds and owns the reply's files."""
+        """Call method (waiting up to timeout, default the channel's); the caller keeps
+        ownership of fds and owns the reply's files."""
         client = self.connect()
         try:
-            return client.call(method, args, result_type, fds)
+            return client.call(method, args, result_type, fds, timeout=timeout)
         except ServiceUnavailable:
             self._drop()
             raise

@@ -38,6 +38,8 @@ class ErrCode(IntEnum):
     UNAVAILABLE = 10
     #: A bug: anything not covered above. Logged with a traceback on the server.
     INTERNAL = 11
+    #: A service took the request but did not answer in time: it is alive but stuck.
+    NOT_RESPONDING = 12
 
 
 class ZerovisorError(Exception):
@@ -101,11 +103,20 @@ class ServiceUnavailable(ZerovisorError):
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """Whether exc says a service was down or did not answer: ours, or one behind the service
-    we called (which relays the code)."""
+    """Whether exc says a service was down (gone or restarting, not stuck): ours, or one behind
+    the service we called (which relays the code)."""
+    if isinstance(exc, ServiceNotResponding):
+        return False
     return isinstance(exc, ServiceUnavailable) or (
         isinstance(exc, RemoteError) and exc.remote_code == ErrCode.UNAVAILABLE
     )
+
+
+class ServiceNotResponding(ServiceUnavailable):
+    """A service took a request and did not answer in time (stopped or stuck, not gone): sending
+    it again would only wait as long again."""
+
+    code = ErrCode.NOT_RESPONDING
 
 
 class RemoteError(ZerovisorError):

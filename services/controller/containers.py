@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 #: How long a call to the sentry may take (creating a container mounts and forks).
 SENTRY_TIMEOUT = 60.0
+#: How long a question about containers' states may take: a sentry that takes longer is stuck,
+#: and `state` or `list` says so instead of waiting on it.
+QUERY_TIMEOUT = 10.0
 #: Statuses in which the sentry, not the registry, has the last word.
 LIVE = ("created", "running", "paused")
 
@@ -148,7 +151,9 @@ class Containers:
         """Every container, oldest first."""
         records = self._reg.list()
         if any(r.status in LIVE for r in records):
-            listing = self._sentry.call("Lifecycle.ListContainers", ListContainersArgs(), ContainerList)
+            listing = self._sentry.call(
+                "Lifecycle.ListContainers", ListContainersArgs(), ContainerList, timeout=QUERY_TIMEOUT
+            )
             known = {c.cid: c for c in listing.containers}
             records = [self._record(known[r.id]) if r.id in known else r for r in records]
         return ContainerStates(containers=[state_of(r) for r in records])
@@ -216,7 +221,7 @@ def refresh(registry: Registry, sentry: ServiceChannel, rec: ContainerRecord) ->
     if rec.status not in LIVE:
         return rec
     try:
-        status = sentry.call("Lifecycle.GetStatus", ContainerArgs(cid=rec.id), ContainerStatus)
+        status = sentry.call("Lifecycle.GetStatus", ContainerArgs(cid=rec.id), ContainerStatus, timeout=QUERY_TIMEOUT)
     except NotFound:
         # The sentry has no such container: whatever ran is gone.
         return registry.update(rec.id, status="stopped")
