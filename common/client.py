@@ -178,6 +178,12 @@ class ServiceChannel:
             self._lost = False
         return self._client
 
+    def reconnects(self) -> bool:
+        """Connect if the connection is gone (running on_reconnect); whether that happened."""
+        lost = self._client is None or _hung_up(self._client.sock)
+        self.connect()
+        return lost
+
     def _drop(self) -> None:
         self.close()
         self.mark_lost()

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import select
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,7 @@ class ForkServer:
         try:
             # Every container traps: filters.TRAPPED_SYSCALLS go to the sentry through the
             # listener that Release hands out.
-            stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=cgroup.add, trap=True)
+            stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=self._admit(args.cid, cgroup), trap=True)
         except BaseException:
             cgroup.destroy()
             raise
@@ -159,7 +160,7 @@ class ForkServer:
         earlier = self._exec_of(cid, args.token)
         if earlier is not None:
             return earlier
-        spawned = exec_stub.spawn(self.specs[cid], task.pid, args, before_setup=self._cgroup(cid).add)
+        spawned = exec_stub.spawn(self.specs[cid], task.pid, args, before_setup=self._admit(cid, self._cgroup(cid)))
         self.execs[spawned.stub.pid] = ExecTask(
             cid=cid, host_pid=spawned.stub.pid, ns_pid=spawned.ns_pid, token=args.token
         )
@@ -195,6 +196,16 @@ class ForkServer:
             fdpass.close_all(fds)
             raise
         return ListenersResult(cids=[cid for _, cid in kept], fds=fds)
+
+    def _admit(self, cid: str, cgroup: Cgroup) -> Callable[[int], None]:
+        """What a new task of cid goes through before it does anything: its cgroup, and room for
+        its exit record (a full disk refuses it here, with ENOSPC, rather than lose its exit)."""
+
+        def admit(pid: int) -> None:
+            cgroup.add(pid)
+            self.exit_log.reserve(pid, cid)
+
+        return admit
 
     def tasks(self, args: TasksArgs) -> TasksResult:
         """Every container held and every exit kept: what a restarted platform or sentry rebuilds from."""
@@ -310,9 +321,10 @@ class ForkServer:
         """Kill whatever is left of the container and remove its cgroup; its spec, if known."""
         spec = self.specs.pop(cid, None)
         self.straced.discard(cid)
-        self.init_pids.pop(cid, None)
-        self.exit_log.forget(cid)
-        for pid in [pid for pid, e in self.execs.items() if e.cid == cid]:
+        init_pid = self.init_pids.pop(cid, None)
+        exec_pids = [pid for pid, e in self.execs.items() if e.cid == cid]
+        self.exit_log.forget(cid, [*exec_pids, *([init_pid] if init_pid else [])])
+        for pid in exec_pids:
             del self.execs[pid]
         cgroup = self.cgroups.pop(cid, None)
         task = self.live.pop(cid, None)

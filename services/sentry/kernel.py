@@ -148,6 +148,11 @@ class Kernel:
             )
         self.supervisor.watch(listener, ctr.view)
 
+    def sweep(self) -> None:
+        """Close the memory fds of tasks that have exited (a container was destroyed)."""
+        if self.supervisor is not None:
+            self.supervisor.mem.sweep()
+
     def unwatch(self, cid: str) -> None:
         """Stop serving (and close) every listener of container cid."""
         if self.supervisor is not None:
@@ -160,6 +165,8 @@ class Kernel:
     def on_task_exit(self, event: TaskExit, publish: bool = True) -> None:
         """A task exited (a platform event, or an exit record it kept): an init's exit stops its
         container. The same exit may come more than once; it counts once."""
+        if self.supervisor is not None:
+            self.supervisor.mem.forget(event.pid)
         ctr = self.containers.get(event.cid)
         if ctr is None:
             return
@@ -170,6 +177,7 @@ class Kernel:
             return
         ctr.status = STOPPED
         ctr.exit_code = event.exit_code
+        self.sweep()  # its pid namespace went with its init
         log.info("container %r stopped with exit code %d", ctr.cid, event.exit_code)
         if publish:
             self.publish(ctr, "exit")

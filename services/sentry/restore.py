@@ -59,8 +59,10 @@ def restore(kernel: Kernel) -> dict[str, int]:
         elif ctr.status == PAUSED:
             ctr.nudge_on_resume = True  # a frozen task cannot leave its wait until thawed
     kernel.restored = True
+    mounts = reattach(kernel)  # a gofer that restarted while we were down has none
     recovered = {
         "containers": len(held.containers),
+        "mounts": mounts,
         "listeners": listeners,
         "notifications": nudged,
         "exits": len(held.exits),
@@ -106,8 +108,8 @@ def _container(tasks: ContainerTasks) -> Container:
 
 
 def reattach(kernel: Kernel) -> int:
-    """The gofer restarted (its connection was lost): attach every container's mounts again;
-    how many were attached (one the gofer still has is left as it is)."""
+    """Attach every container's mounts to a gofer that may have restarted (its connection was
+    lost, or the sentry was down); how many were attached (those it still has stay as they are)."""
     attached = 0
     for ctr in list(kernel.containers.values()):
         try:

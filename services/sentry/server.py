@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 from common import wire
 from common.errors import ServiceUnavailable
@@ -19,6 +20,10 @@ from services.sentry.restore import catch_up, reattach, restore
 from services.sentry.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
+
+#: How often the sentry closes the memory fds of exited tasks and catches up with the
+#: platform's exits, seconds.
+SWEEP_INTERVAL = 2.0
 
 
 def setup(ctx: ServiceContext) -> None:
@@ -44,15 +49,23 @@ def setup(ctx: ServiceContext) -> None:
         if kernel.restored:
             catch_up(kernel)
 
-    def watch_platform() -> None:
-        # Checks the connection only (no call): a restarted platform is caught up with at once,
-        # even while nobody asks the sentry anything.
-        if kernel.containers or not kernel.restored:
-            with contextlib.suppress(ServiceUnavailable):
-                if kernel.restored:
-                    kernel.platform.connect()
-                else:
-                    rebuild()
+    last_sweep = time.monotonic()
+
+    def housekeeping() -> None:
+        nonlocal last_sweep
+        if time.monotonic() - last_sweep < SWEEP_INTERVAL:
+            return
+        last_sweep = time.monotonic()
+        supervisor.mem.sweep()
+        if not kernel.containers and kernel.restored:
+            return
+        with contextlib.suppress(ServiceUnavailable):
+            if not kernel.restored:
+                rebuild()
+            elif not kernel.platform.reconnects():
+                # An exit the platform published while our subscription was reconnecting is
+                # lost to PUB/SUB; the platform keeps it, so ask now and then.
+                catch_up(kernel)
 
     kernel.rebuild = rebuild
     kernel.platform.on_reconnect = on_platform_back
@@ -67,7 +80,7 @@ def setup(ctx: ServiceContext) -> None:
         rebuild()  # else on the first call or tick that finds the platform up
     ctx.loop.add_socket(tasks.sock, on_task_event)
     ctx.loop.add_tick(gofer.tick)
-    ctx.loop.add_tick(watch_platform)
+    ctx.loop.add_tick(housekeeping)
     ctx.system.details = lambda: {"syscalls": {cid: dict(c.syscalls) for cid, c in kernel.containers.items()}}
     ctx.loop.add_cleanup(tasks.close)
     ctx.loop.add_cleanup(publisher.close)

@@ -117,6 +117,15 @@ class TaskMemory:
         if fd is not None:
             os.close(fd)
 
+    def sweep(self) -> None:
+        """Close the mem fds of tasks that have exited: nothing else would (a dead task makes no
+        more calls), and every short-lived process of a container would leave one behind."""
+        for pid in list(self._fds):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                self.forget(pid)
+
     def close(self) -> None:
         """Close every mem fd (idempotent; the object stays usable and reopens on demand)."""
         fds, self._fds = self._fds, {}

@@ -157,6 +157,7 @@ class Lifecycle:
             ctr.require("delete", STOPPED)
         self._k.unwatch(args.cid)
         self._k.platform.call("Platform.Destroy", ContainerRef(cid=args.cid))
+        self._k.sweep()
         self._detach(args.cid)
         del self._k.table[args.cid]
         self._k.publish(ctr, "delete")
