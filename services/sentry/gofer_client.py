@@ -23,7 +23,7 @@ from typing import Any
 
 from common import fdpass, wire
 from common.client import unwrap
-from common.errors import ZerovisorError, error_from_wire
+from common.errors import ErrCode, ZerovisorError, error_from_wire
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class AsyncGoferChannel:
         #: Runs after each new connection, before any call is sent on it (the sentry re-attaches
         #: the mounts of a restarted gofer there).
         self.on_connect: Callable[[], object] = lambda: None
+        #: Runs when the gofer answers that it has no such container: it restarted and lost
+        #: its mounts, so the sentry attaches them again (and the call is sent again).
+        self.on_detached: Callable[[], object] = lambda: None
 
     def call(self, method: str, args: Any, on_done: Done) -> None:
         """Send one request; on_done runs from the loop with the outcome (never from here)."""
@@ -168,8 +171,9 @@ class AsyncGoferChannel:
             log.debug("%s", e)
             fdpass.close_all(fds)
             return
-        entry = self._pending.pop(reply.id, None) if isinstance(reply.id, int) else None
-        if entry is None:
+        rid = reply.id
+        entry = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if entry is None or not isinstance(rid, int):
             fdpass.close_all(fds)  # a reply to a call that already timed out
             return
         on_done = entry.on_done
@@ -178,6 +182,12 @@ class AsyncGoferChannel:
             return
         fdpass.close_all(fds)
         err = error_from_wire(reply.error)
+        if err.remote_code == ErrCode.NOT_FOUND and err.errno is None:
+            # "Not attached": the gofer did nothing. Sent again on the next tick, mounts back.
+            self.on_detached()
+            entry.sent = False
+            self._pending[rid] = entry
+            return
         on_done(None, [], err.errno or errno.EIO)
 
     def _lost(self) -> None:

@@ -76,6 +76,7 @@ def setup(ctx: ServiceContext) -> None:
 
     kernel.gofer.on_reconnect = on_gofer_back
     gofer.on_connect = kernel.gofer.connect
+    gofer.on_detached = on_gofer_back
     with contextlib.suppress(ServiceUnavailable):
         rebuild()  # else on the first call or tick that finds the platform up
     ctx.loop.add_socket(tasks.sock, on_task_event)
