@@ -1,0 +1,654 @@
+"""The fault-injection machinery: kill and restart services, keep a census of our processes,
+compare what controller, sentry and platform say, and look for leaks.
+
+One `Faults` object per test owns a root under the test's tmp_path (so tests run in parallel),
+the random seed of the test's kill schedule, and the list of problems found. Checks record a
+problem and go on (`expect`), so that one failure report says everything that went wrong, with
+the seed and a timeline of kills and restarts; `verdict()` raises at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from common.errors import ErrCode, RemoteError, ServiceUnavailable
+from common.rundir import SERVICES, RunDir
+from common.zmqclient import RpcClient
+from tests.conftest import REPO, settled_fd_count
+from tests.integration.zerovisor import Zerovisor
+
+#: Environment variable that fixes the seed of the random kill schedule (to replay a failure).
+SEED_ENV = "ZEROVISOR_FAULT_SEED"
+#: The CLI's exit code for an error a service reported or a service it could not reach.
+EXIT_REMOTE = 3
+#: How long one CLI command may take before the harness calls it hung.
+CLI_TIMEOUT = 60.0
+#: How long a direct RPC to a service (sentry, platform) may take.
+RPC_TIMEOUT = 10.0
+#: How long a SIGKILLed service may take to disappear.
+GONE_TIMEOUT = 10.0
+#: How long ServiceManager.start may take to bring killed services back.
+RESTART_TIMEOUT = 60.0
+#: Extra fds a service may hold at the end over its count after warm-up. A restarted instance
+#: may have opened its lazy connections in another order; a leak per container, exec or kill
+#: grows far beyond this over a workload.
+FD_SLACK = 3
+#: Container statuses in which the init exists and the platform must know its pid.
+LIVE = ("created", "running", "paused")
+
+#: Runs ServiceManager.start in a child: the services it starts are then never the test
+#: process's children (the helper exits at once and they are re-parented, as under systemd),
+#: so the test has no service zombies to reap.
+_RESTART_HELPER = """\
+import json, sys
+from common.errors import ZerovisorError
+from common.rundir import RunDir
+from services.controller.services import ServiceManager
+run_dir, root, *services = sys.argv[1:]
+try:
+    pids = ServiceManager(RunDir.at(run_dir), root).start(tuple(services))
+except ZerovisorError as e:
+    sys.exit(f"restart failed: {e}")
+print(json.dumps(pids))
+"""
+
+
+def draw_seed() -> int:
+    """The seed of this test's kill schedule: ZEROVISOR_FAULT_SEED if set, else a fresh one."""
+    text = os.environ.get(SEED_ENV, "").strip()
+    return int(text) if text else random.SystemRandom().randrange(1 << 32)
+
+
+class FaultCli(Zerovisor):
+    """The controller CLI on a root, with the services' run directory named explicitly."""
+
+    def __init__(self, root: Path, run_dir: Path) -> None:
+        super().__init__(root)
+        self.run_dir = run_dir
+
+    def argv(self, *args: str) -> list[str]:
+        """`controller --root root --run-dir run_dir *args`."""
+        return [*super().argv(), "--run-dir", str(self.run_dir), *args]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcInfo:
+    """The fields of /proc/PID/stat the checks need."""
+
+    pid: int
+    ppid: int
+    #: One letter: R, S, D, Z, T, ...
+    state: str
+    #: Start time in clock ticks since boot: with pid, an identity that survives pid reuse.
+    start: int
+
+
+def proc_info(pid: int) -> ProcInfo | None:
+    """pid's stat fields, or None when it is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data.rpartition(b")")[2].split()  # comm may hold spaces and parentheses
+    return ProcInfo(pid, int(fields[1]), fields[0].decode(), int(fields[19]))
+
+
+def all_pids() -> list[int]:
+    """Every pid in /proc right now."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def descendants(pid: int) -> set[int]:
+    """pid's children, their children, and so on (threads' children included)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tasks:
+            try:
+                text = Path(f"/proc/{parent}/task/{tid}/children").read_text()
+            except FileNotFoundError:
+                continue
+            for child in map(int, text.split()):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    """pid's command line, spaces between arguments ("" when gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def cgroup_mounts() -> list[Path]:
+    """Mount points of the host's cgroup hierarchies (v1 controllers and v2)."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[fields.index("-") + 1] in ("cgroup", "cgroup2") and fields[3] == "/":
+            points.append(Path(fields[4]))
+    return points
+
+
+def wait_gone(pid: int, timeout: float = GONE_TIMEOUT) -> bool:
+    """Wait until pid has exited (a zombie counts: it runs nothing and holds no lock)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = proc_info(pid)
+        if info is None or info.state in ("Z", "X"):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What one party says of a container: its status ("absent" if unknown, "error" if it
+    could not say) and init pid."""
+
+    status: str
+    pid: int | None = None
+    detail: str = ""
+
+
+class Faults:
+    """One test's services, kill schedule, census of processes and findings."""
+
+    def __init__(self, tmp_path: Path, seed: int, run_dir: Path | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.seed = seed
+        root = tmp_path / "root"
+        self.zv = FaultCli(root, run_dir or root)
+        self.run_dir = RunDir.at(run_dir or root)
+        #: What the checks found wrong; verdict() fails the test with all of it.
+        self.problems: list[str] = []
+        #: Kills, restarts and notable outcomes, with seconds since the test began.
+        self.timeline: list[str] = []
+        #: (pid, start time) of every service, helper and container process seen.
+        self.census: set[tuple[int, int]] = set()
+        #: The pid each service should have now; another means it died unseen.
+        self.expected: dict[str, int] = {}
+        #: Services we SIGSTOPped and have not continued yet.
+        self.stopped: set[int] = set()
+        self.kills = 0
+        self._t0 = time.monotonic()
+        self._lock = threading.RLock()
+
+    # -- findings --------------------------------------------------------------------------
+
+    def rng(self, purpose: str) -> random.Random:
+        """A random source for one purpose, derived from the seed (kills and execs do not
+        shift each other's draws)."""
+        return random.Random(f"{self.seed}:{purpose}")
+
+    def note(self, message: str) -> None:
+        """Add a line to the timeline shown with a failure."""
+        with self._lock:
+            self.timeline.append(f"{time.monotonic() - self._t0:7.2f}s  {message}")
+
+    def problem(self, message: str) -> None:
+        """Record a failed check; the test goes on and fails at verdict()."""
+        with self._lock:
+            self.problems.append(message)
+        self.note(f"PROBLEM: {message.splitlines()[0]}")
+
+    def expect(self, ok: bool, message: str) -> bool:
+        """Record message as a problem unless ok; return ok."""
+        if not ok:
+            self.problem(message)
+        return ok
+
+    def report(self, headline: str = "") -> str:
+        """Every problem, the seed to replay them and the timeline."""
+        with self._lock:
+            problems = [f"  - {p}" for p in self.problems]
+            timeline = self.timeline[-80:]
+        lines = [
+            f"{headline or f'{len(problems)} problem(s)'} [{SEED_ENV}={self.seed}, {self.kills} kill(s)]",
+            *problems,
+            "timeline:",
+            *(f"  {t}" for t in timeline),
+        ]
+        return "\n".join(lines)
+
+    def fail_now(self, message: str) -> NoReturn:
+        """Stop the test here: what follows cannot be checked meaningfully."""
+        self.problem(message)
+        raise AssertionError(self.report(message))
+
+    def verdict(self) -> None:
+        """Fail the test if any check failed."""
+        if self.problems:
+            raise AssertionError(self.report())
+
+    # -- the CLI ---------------------------------------------------------------------------
+
+    def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; a hang becomes returncode -1 with "timed out" in stderr."""
+        try:
+            return self.zv(*args, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(list(args), -1, "", f"timed out after {timeout:.0f}s")
+
+    def must(self, *args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; anything but success ends the test."""
+        proc = self.cli(*args, timeout=timeout)
+        if proc.returncode != 0:
+            self.fail_now(f"controller {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def clear_error(self, proc: subprocess.CompletedProcess[str], what: str) -> bool:
+        """A failed command must say why in one line of its own, not hang or dump a traceback."""
+        err = proc.stderr.strip()
+        return self.expect(
+            proc.returncode > 0 and err.startswith("controller: ") and "Traceback" not in err,
+            f"{what} failed without a clear error (exit {proc.returncode}): {err[-600:]!r}",
+        )
+
+    # -- services --------------------------------------------------------------------------
+
+    def pid(self, service: str) -> int | None:
+        """The live pid of service, or None (waits out a pid file being written)."""
+        for _ in range(50):
+            pid = self.run_dir.running_pid(service)
+            if pid != 0:
+                return pid
+            time.sleep(0.01)
+        return None
+
+    def pids(self) -> dict[str, int | None]:
+        """Every service's live pid (None when down)."""
+        return {s: self.pid(s) for s in SERVICES}
+
+    def up(self) -> None:
+        """Start the four services and remember their pids."""
+        self.must("up")
+        with self._lock:
+            self.expected = {s: p for s, p in self.pids().items() if p}
+        self.note(f"up: {self.expected}")
+        self.observe()
+
+    def observe(self) -> None:
+        """Add every service and its descendants (fork server, stubs, tasks) to the census."""
+        with self._lock:
+            for service in SERVICES:
+                pid = self.pid(service)
+                if pid is None:
+                    continue
+                for p in {pid, *descendants(pid)}:
+                    info = proc_info(p)
+                    if info is not None and info.state not in ("Z", "X"):
+                        self.census.add((p, info.start))
+
+    def kill(self, services: Iterable[str]) -> None:
+        """SIGKILL services at once and wait until they are gone."""
+        self.observe()  # whatever they started is ours to account for
+        victims: dict[str, int] = {}
+        for service in services:
+            pid = self.pid(service)
+            want = self.expected.get(service)
+            if pid is None:
+                self.problem(f"{service} was not running when it was to be killed: it died by itself")
+                continue
+            if want is not None and pid != want:
+                self.problem(f"{service} is pid {pid}, not {want}: it died unseen and was restarted")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            victims[service] = pid
+        for service, pid in victims.items():
+            if not wait_gone(pid):
+                self.fail_now(f"{service} (pid {pid}) survived SIGKILL")
+            deadline = time.monotonic() + GONE_TIMEOUT
+            while self.run_dir.running_pid(service) == pid and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.note(f"killed {victims}")
+
+    def restart(self, services: Iterable[str]) -> dict[str, int]:
+        """Start services again with ServiceManager.start, as systemd's Restart=always would."""
+        names = tuple(services)
+        argv = [sys.executable, "-c", _RESTART_HELPER, str(self.run_dir.path), str(self.zv.root), *names]
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, cwd=REPO, timeout=RESTART_TIMEOUT, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            self.fail_now(f"restarting {names} took more than {RESTART_TIMEOUT:.0f}s")
+        if proc.returncode != 0:
+            self.fail_now(f"restarting {names} failed: {proc.stderr.strip()[-1500:]}")
+        started: dict[str, int] = json.loads(proc.stdout)
+        # start() may name a service that won a start race against it as pid 0: it read the
+        # winner's pid file between its lock and its write. Ask the lock again then.
+        pids = {s: started.get(s) or self.pid(s) or 0 for s in names}
+        if any(started.get(s) != pids[s] for s in names):
+            self.note(f"ServiceManager.start said {started}, the locks say {pids}")
+        with self._lock:
+            self.expected.update(pids)
+        self.note(f"restarted {pids}")
+        self.observe()
+        return pids
+
+    def kill_and_restart(self, services: Iterable[str]) -> None:
+        """One fault: SIGKILL services together, then restart them together."""
+        names = tuple(services)
+        with self._lock:
+            self.kills += 1
+        self.kill(names)
+        self.restart(names)
+
+    def sigstop(self, service: str) -> int:
+        """Stop service (it keeps its lock and answers nothing) until sigcont()."""
+        pid = self.pid(service)
+        if pid is None:
+            self.fail_now(f"{service} is not running, cannot stop it")
+        os.kill(pid, signal.SIGSTOP)
+        self.stopped.add(pid)
+        self.note(f"SIGSTOP {service} (pid {pid})")
+        return pid
+
+    def sigcont(self, pid: int) -> None:
+        """Let a stopped service run again."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        self.stopped.discard(pid)
+        self.note(f"SIGCONT pid {pid}")
+
+    def check_services_stable(self) -> None:
+        """Every service runs with the pid it was last (re)started with: none died unseen."""
+        now = self.pids()
+        for service in SERVICES:
+            self.expect(
+                now[service] is not None and now[service] == self.expected.get(service),
+                f"{service} is pid {now[service]}, expected {self.expected.get(service)}: it died (or never came"
+                " back) without being killed",
+            )
+
+    # -- what each party says --------------------------------------------------------------
+
+    def controller_view(self, cid: str) -> View:
+        """`controller state cid`."""
+        proc = self.cli("state", cid)
+        if proc.returncode == 0:
+            state = json.loads(proc.stdout)
+            return View(str(state["status"]), int(state["pid"]))
+        if proc.returncode == EXIT_REMOTE and "does not exist" in proc.stderr:
+            return View("absent")
+        return View("error", detail=f"exit {proc.returncode}: {proc.stderr.strip()}")
+
+    def _rpc(self, service: str, method: str, args: dict[str, object]) -> dict[str, object] | View:
+        """A direct call to service: its result, or the View that stands for its failure."""
+        try:
+            with RpcClient(self.run_dir.endpoint(service), timeout=RPC_TIMEOUT) as client:
+                return client.call(method, args)
+        except RemoteError as e:
+            if e.remote_code == ErrCode.NOT_FOUND:
+                return View("absent", detail=str(e))
+            return View("error", detail=f"{method}: {e}")
+        except ServiceUnavailable as e:
+            return View("error", detail=f"{method}: {e}")
+
+    def sentry_view(self, cid: str) -> View:
+        """The sentry's Lifecycle.GetStatus."""
+        result = self._rpc("sentry", "Lifecycle.GetStatus", {"cid": cid})
+        if isinstance(result, View):
+            return result
+        pid = result.get("pid")
+        return View(str(result["status"]), pid if isinstance(pid, int) else None)
+
+    def platform_pids(self, cid: str) -> list[int] | View:
+        """The platform's Platform.Pids: host pids in the container's cgroup."""
+        result = self._rpc("platform", "Platform.Pids", {"cid": cid})
+        if isinstance(result, View):
+            return result
+        pids = result.get("pids")
+        return [int(p) for p in pids] if isinstance(pids, list) else View("error", detail=repr(result))
+
+    def listings(self) -> tuple[dict[str, str] | str, dict[str, str] | str]:
+        """`controller list` and the sentry's Lifecycle.ListContainers, as id -> status
+        (or the error text)."""
+        proc = self.cli("list", "--format", "json")
+        ctl: dict[str, str] | str = (
+            {str(s["id"]): str(s["status"]) for s in json.loads(proc.stdout)}
+            if proc.returncode == 0
+            else f"exit {proc.returncode}: {proc.stderr.strip()}"
+        )
+        result = self._rpc("sentry", "Lifecycle.ListContainers", {})
+        sentry: dict[str, str] | str
+        if isinstance(result, View):
+            sentry = result.detail
+        else:
+            entries = result.get("containers")
+            sentry = {str(c["cid"]): str(c["status"]) for c in entries} if isinstance(entries, list) else repr(result)
+        return ctl, sentry
+
+    def states_agree(self, cid: str, expected: str | None = None) -> str:
+        """Controller (state and list), sentry (status and list) and platform (pids) tell one
+        story of cid; return the controller's status."""
+        ctl, sentry, pids = self.controller_view(cid), self.sentry_view(cid), self.platform_pids(cid)
+        story = f"controller {ctl}, sentry {sentry}, platform {pids}"
+        self.note(f"state of {cid}: {story}")
+        self.expect(ctl.status != "error", f"controller cannot say the state of {cid}: {ctl.detail}")
+        self.expect(sentry.status != "error", f"sentry cannot say the state of {cid}: {sentry.detail}")
+        self.expect(ctl.status == sentry.status, f"{cid}: controller and sentry disagree: {story}")
+        if expected is not None:
+            self.expect(ctl.status == expected, f"{cid} is {ctl.status}, expected {expected}: {story}")
+        if ctl.status in LIVE:
+            self.expect(bool(ctl.pid) and ctl.pid == sentry.pid, f"{cid}: init pids differ: {story}")
+            self.expect(
+                isinstance(pids, list) and ctl.pid in pids, f"{cid}: the platform does not hold its init: {story}"
+            )
+        elif ctl.status in ("stopped", "absent"):
+            self.expect(
+                pids == [] or (isinstance(pids, View) and pids.status == "absent"),
+                f"{cid} is {ctl.status} but the platform still has tasks or fails: {story}",
+            )
+        ctl_list, sentry_list = self.listings()
+        for name, listing, view in (("controller", ctl_list, ctl), ("sentry", sentry_list, sentry)):
+            if isinstance(listing, str):
+                self.problem(f"{name} cannot list containers: {listing}")
+            else:
+                self.expect(
+                    listing.get(cid, "absent") == view.status,
+                    f"{cid}: {name}'s list says {listing.get(cid, 'absent')}, its state {view.status}",
+                )
+        return ctl.status
+
+    # -- leaks -----------------------------------------------------------------------------
+
+    @property
+    def instance(self) -> str:
+        """The cgroup group of this run directory: a container's cgroup is zerovisor/<instance>/<cid>
+        (the fork server hashes the run directory, which tests/integration's Zerovisor.instance
+        computes from the root: the two are the same unless --run-dir separates them)."""
+        return hashlib.sha256(os.fsencode(self.run_dir.path.resolve())).hexdigest()[:12]
+
+    def tasks(self) -> list[int]:
+        """Pids of processes in a container cgroup of this run directory."""
+        marker = f"/zerovisor/{self.instance}/"
+        found = []
+        for pid in all_pids():
+            try:
+                text = Path(f"/proc/{pid}/cgroup").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if marker in text:
+                found.append(pid)
+        return found
+
+    def container_cgroups(self) -> list[Path]:
+        """Container cgroup directories of this run directory (zerovisor/<instance>/*), in
+        every hierarchy."""
+        return sorted(
+            child
+            for point in cgroup_mounts()
+            if (group := point / "zerovisor" / self.instance).is_dir()
+            for child in group.iterdir()
+            if child.is_dir()
+        )
+
+    def alive_census(self) -> list[int]:
+        """Census processes that still run (same pid and start time, not a zombie)."""
+        with self._lock:
+            census = sorted(self.census)
+        alive = []
+        for pid, start in census:
+            info = proc_info(pid)
+            if info is not None and info.start == start and info.state not in ("Z", "X"):
+                alive.append(pid)
+        return alive
+
+    def zombies(self) -> list[ProcInfo]:
+        """Zombies whose parent is one of ours (the test process, a service, a fork server,
+        a container task), left so for a second: a parent that forgot to reap."""
+
+        def scan() -> dict[tuple[int, int], ProcInfo]:
+            ours = {os.getpid(), *self.alive_census()}
+            found = {}
+            for pid in all_pids():
+                info = proc_info(pid)
+                if info is not None and info.state == "Z" and info.ppid in ours:
+                    found[(pid, info.start)] = info
+            return found
+
+        first = scan()
+        if not first:
+            return []
+        time.sleep(1.0)
+        return [info for key, info in scan().items() if key in first]
+
+    def forkservers(self) -> list[int]:
+        """Live fork servers among the census (a container's init shows the fork server's
+        command line until it execs: those are in a container cgroup and are left out)."""
+        tasks = set(self.tasks())
+        return [p for p in self.alive_census() if "services.platform.forkserver" in cmdline(p) and p not in tasks]
+
+    def fd_counts(self) -> dict[str, tuple[int, int]]:
+        """Settled fd count of each service and of the fork server: name -> (pid, count)."""
+        counts: dict[str, tuple[int, int]] = {}
+        self.observe()
+        processes = [(s, self.pid(s)) for s in SERVICES]
+        processes += [("forkserver", p) for p in self.forkservers()]
+        for name, pid in processes:
+            if pid is None:
+                continue
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                counts[name if name not in counts else f"{name}@{pid}"] = (pid, settled_fd_count(pid))
+        self.note(f"fd counts: { {n: c for n, (_, c) in counts.items()} }")
+        return counts
+
+    def check_fds(self, before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> None:
+        """No process holds more fds at the end than after warm-up (beyond FD_SLACK)."""
+        for name, (pid, count) in after.items():
+            if name not in before:
+                self.problem(f"{name} (pid {pid}, {count} fds) appeared after warm-up: another fork server?")
+                continue
+            old_pid, old = before[name]
+            self.expect(
+                count <= old + FD_SLACK,
+                f"{name} has {count} fds open at the end (pid {pid}), {old} after warm-up (pid {old_pid}): a leak",
+            )
+
+    def finish(self, base_fds: dict[str, tuple[int, int]]) -> None:
+        """The end of every scenario, once its containers are deleted: no task, zombie or fd
+        leaked while the services run; then `down` leaves no process of ours; then the verdict."""
+        deadline = time.monotonic() + 5.0
+        while (left := self.tasks()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.expect(not left, f"tasks left in this root's container cgroups after delete: {describe(left)}")
+        cgroups = self.container_cgroups()
+        self.expect(not cgroups, f"container cgroups left after delete: {[str(c) for c in cgroups]}")
+        self.check_fds(base_fds, self.fd_counts())
+        zombies = self.zombies()
+        self.expect(not zombies, f"zombies of our processes: {zombies}")
+        self.check_services_stable()
+        down = self.cli("down")
+        self.expect(down.returncode == 0, f"down exited {down.returncode}: {down.stderr.strip()}")
+        self.expect(all(p is None for p in self.pids().values()), f"services still running after down: {self.pids()}")
+        deadline = time.monotonic() + 5.0
+        while (alive := self.alive_census() + self.tasks()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.expect(not alive, f"processes left after down: {describe(alive)}")
+        self.verdict()
+
+    def teardown(self) -> None:
+        """Whatever the test left: continue stopped services, stop the services, and kill what
+        is still ours (census and container cgroups), so no test leaks into the next."""
+        for pid in list(self.stopped):
+            self.sigcont(pid)
+        self.cli("down", "--timeout", "2")
+        for pid in set(self.alive_census() + self.tasks()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        # The cgroups of this root are ours too (their name hashes our tmp_path): remove what
+        # is left once its tasks are gone.
+        deadline = time.monotonic() + 5.0
+        while self.tasks() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for group in self.container_cgroups():
+            with contextlib.suppress(OSError):
+                group.rmdir()
+        for point in cgroup_mounts():
+            with contextlib.suppress(OSError):
+                (point / "zerovisor" / self.instance).rmdir()
+
+
+def describe(pids: Iterable[int]) -> str:
+    """pids with their command lines, for a failure message."""
+    return "; ".join(f"{p} {cmdline(p)[:100]!r}" for p in pids) or "none"
+
+
+class Killer(threading.Thread):
+    """Kills services at random moments, `kills` times, restarting them after each kill.
+
+    Between kills it sleeps a random 0.2-1.5 s drawn from the test's seed. An error (a service
+    that survives SIGKILL or does not come back) ends it; finish() reports it.
+    """
+
+    def __init__(self, faults: Faults, services: tuple[str, ...], kills: int) -> None:
+        super().__init__(name=f"killer-{'+'.join(services)}", daemon=True)
+        self.faults = faults
+        self.services = services
+        self.kills = kills
+        self.done = 0
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self._rng = faults.rng("kill:" + ",".join(services))
+
+    def run(self) -> None:
+        try:
+            for _ in range(self.kills):
+                if self.stopping.wait(self._rng.uniform(0.2, 1.5)):
+                    return
+                self.faults.kill_and_restart(self.services)
+                self.done += 1
+        except (AssertionError, OSError, subprocess.SubprocessError, ValueError) as e:
+            self.error = e
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the remaining kills (at most timeout), then stop and join; record errors."""
+        self.join(timeout)
+        self.stopping.set()
+        self.join(RESTART_TIMEOUT + GONE_TIMEOUT)
+        self.faults.expect(not self.is_alive(), f"{self.name} did not stop")
+        if self.error is not None:
+            self.faults.problem(f"{self.name} failed: {str(self.error).splitlines()[0]}")
