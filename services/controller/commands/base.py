@@ -38,6 +38,16 @@ RETRIED = frozenset(
         "Proc.SignalProcess",
     }
 )
+#: Calls that move a container, sent again like RETRIED: a repetition refused because the first
+#: attempt did take effect (the container is already where the call puts it: one of these
+#: statuses, or gone for None) counts as done. Create is not among them: a refusal of a second
+#: create cannot tell our container from somebody else's.
+SETTLED_BY: dict[str, tuple[str, ...] | None] = {
+    "Containers.Start": ("running", "stopped"),
+    "Containers.Pause": ("paused",),
+    "Containers.Resume": ("running",),
+    "Containers.Delete": None,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,21 +105,44 @@ def controller_call_with_fds(
 ) -> tuple[R, list[int]]:
     """controller_call, returning the reply's files too; the caller owns and closes them.
 
-    A call in RETRIED that fails because a service is down or restarting is sent again on a
-    new connection (the services started again first, if they are down) until RETRY_TIMEOUT.
+    A call in RETRIED or SETTLED_BY that fails because a service is down or restarting is sent
+    again on a new connection (the services started again first, if they are down) until
+    RETRY_TIMEOUT.
     """
     from common.errors import is_unavailable
 
     deadline = time.monotonic() + RETRY_TIMEOUT
+    repeated = False
     while True:
         try:
             with controller_client(obj) as client:
                 result, out = client.call(method, args, result_type, fds, wait_forever)
             return cast(R, result), out
         except Exception as e:
-            if method not in RETRIED or not is_unavailable(e) or time.monotonic() > deadline:
+            if repeated and method in SETTLED_BY and (settled := _settled(obj, method, args, e)) is not None:
+                return cast(R, settled[0]), []
+            if (method not in RETRIED and method not in SETTLED_BY) or not is_unavailable(e):
                 raise
+            if time.monotonic() > deadline:
+                raise
+        repeated = True
         time.sleep(RETRY_PAUSE)
+
+
+def _settled(obj: CliContext, method: str, args: object, error: Exception) -> tuple[object] | None:
+    """When a repeated method was refused because its first attempt took effect: (its result,);
+    else None."""
+    from common.errors import ErrCode, RemoteError
+    from common.messages.containers import ContainerState, IdArgs
+
+    if not (isinstance(error, RemoteError) and error.remote_code in (ErrCode.CONFLICT, ErrCode.NOT_FOUND)):
+        return None
+    want = SETTLED_BY[method]
+    try:
+        state = controller_call(obj, "Containers.State", IdArgs(id=getattr(args, "id", "")), ContainerState)
+    except RemoteError as e:
+        return (None,) if want is None and e.remote_code == ErrCode.NOT_FOUND else None
+    return (state,) if want is not None and state.status in want else None
 
 
 def controller_client(obj: CliContext) -> FdClient:

@@ -98,7 +98,9 @@ class FakeSentry:
         self.status = status
         self.calls: list[str] = []
 
-    def call(self, method: str, args: Any = None, result_type: type[Any] | None = None) -> Any:
+    def call(
+        self, method: str, args: Any = None, result_type: type[Any] | None = None, timeout: float | None = None
+    ) -> Any:
         self.calls.append(method)
         if method == "Lifecycle.GetStatus":
             assert isinstance(args, ContainerArgs)
