@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import array
 import contextlib
+import logging
 import os
 import socket
 import struct
 
 from common.errors import MessageTooLarge, PermissionDenied
+
+log = logging.getLogger(__name__)
 
 #: Most fds one message may carry (urpc's limit; Linux allows SCM_MAX_FD = 253).
 MAX_FDS = 128
@@ -81,3 +84,30 @@ def check_peer(sock: socket.socket) -> int:
     if uid not in (0, os.geteuid()):
         raise PermissionDenied(f"fd channel: peer pid {pid} uid {uid} is not allowed")
     return pid
+
+
+def accept_peer(listener: socket.socket, timeout: float) -> socket.socket | None:
+    """The next connection on a non-blocking listener whose peer passes check_peer (the
+    caller's, with timeout set so that a peer that stops reading cannot freeze a loop); None
+    when there is none, or the peer was refused (logged)."""
+    try:
+        conn, _ = listener.accept()
+    except BlockingIOError:
+        return None
+    try:
+        check_peer(conn)
+    except PermissionDenied as e:
+        log.warning("%s", e)
+        conn.close()
+        return None
+    conn.settimeout(timeout)
+    return conn
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking fd (a signal wakeup pipe) until it is empty."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass

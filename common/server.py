@@ -108,7 +108,7 @@ class ServiceLoop:
             listener.setblocking(False)
             self._poller.register(router, zmq.POLLIN)
             self.add_reader(listener.fileno(), lambda _fd: self._accept(listener))
-            self.add_reader(wake_r, _drain)
+            self.add_reader(wake_r, fdpass.drain)
             sdnotify.notify(f"READY=1\nSTATUS=serving\nMAINPID={os.getpid()}")
             log.info("%s serving on %s (pid %d)", self.service, self.run_dir.path, os.getpid())
             self._loop(router)
@@ -163,18 +163,9 @@ class ServiceLoop:
             router.send_multipart([*parts[:-1], reply])
 
     def _accept(self, listener: socket.socket) -> None:
-        try:
-            conn, _ = listener.accept()
-        except BlockingIOError:
+        conn = fdpass.accept_peer(listener, timeout=5.0)
+        if conn is None:
             return
-        try:
-            fdpass.check_peer(conn)
-        except ZerovisorError as e:
-            log.warning("%s", e)
-            conn.close()
-            return
-        # A peer that stops reading must not freeze the loop on our reply.
-        conn.settimeout(5.0)
         self._conns[conn.fileno()] = conn
         self.add_reader(conn.fileno(), self._on_conn)
 
@@ -218,11 +209,3 @@ class ServiceLoop:
         conn = self._conns.pop(fd, None)
         if conn is not None:
             conn.close()
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

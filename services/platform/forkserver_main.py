@@ -111,19 +111,11 @@ class PlatformLink:
 
     def accept(self, listener: socket.socket) -> None:
         """Take a new platform; one still connected is gone (its successor holds the lock)."""
-        try:
-            conn, _ = listener.accept()
-        except BlockingIOError:
-            return
-        try:
-            fdpass.check_peer(conn)
-        except ZerovisorError as e:
-            log.warning("%s", e)
-            conn.close()
+        # A platform that stops reading must not freeze the loop: it is dropped instead.
+        conn = fdpass.accept_peer(listener, timeout=5.0)
+        if conn is None:
             return
         self.drop()
-        # A platform that stops reading must not freeze the loop: it is dropped instead.
-        conn.settimeout(5.0)
         self.conn = conn
         self._poller.register(conn.fileno(), select.POLLIN)
         log.info("platform connected")
@@ -176,7 +168,7 @@ def serve(listener: socket.socket, run_dir: Path) -> None:
             return
         for fd, _ in poller.poll(1000):
             if fd == wake_r:
-                _drain(wake_r)
+                fdpass.drain(wake_r)
             elif fd in server.late:
                 server._read_late(fd)
             elif fd in server.listener_fds:
@@ -212,14 +204,6 @@ def _answer(link: PlatformLink, conn: socket.socket, dispatcher: Dispatcher) -> 
     finally:
         fdpass.close_all(out_fds)
     return True
-
-
-def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def take_lock(run_dir: RunDir) -> InstanceLock:
