@@ -127,7 +127,7 @@ class ServiceManager:
                 if rc is None:
                     continue
                 del waiting[pid]
-                other = self.run_dir.running_pid(service)
+                other = self._winner(service)
                 if other is None:
                     raise ServiceUnavailable(
                         f"{service} exited with status {rc} before it was ready:\n{self._log_tail(service)}"
@@ -147,6 +147,14 @@ class ServiceManager:
             if fields.get("READY") == "1" and pid_text.isdigit() and int(pid_text) in waiting:
                 ready[waiting.pop(int(pid_text))] = int(pid_text)
         return ready
+
+    def _winner(self, service: str) -> int | None:
+        """The pid of the instance that holds service's lock, or None; a holder that has locked
+        but not yet written its pid (it reads as 0) is given a moment to."""
+        deadline = time.monotonic() + 1.0
+        while (pid := self.run_dir.running_pid(service)) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return pid
 
     def _log_tail(self, service: str, lines: int = 15) -> str:
         """The last lines the service logged since this manager started it."""

@@ -16,11 +16,6 @@ from tests.faults.harness import SEED_ENV, Faults, draw_seed
 SEED_KEY = pytest.StashKey[int]()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # pyproject.toml runs with --strict-markers; register ours here, beside the tests.
-    config.addinivalue_line("markers", "faults: kills services during a workload (tests/faults)")
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """A failed fault test shows the seed that replays its kill schedule."""
