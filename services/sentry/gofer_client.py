@@ -137,10 +137,10 @@ class AsyncGoferChannel:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
             try:
                 sock.connect(self.path)
-            except OSError:
+                self.on_connect()
+            except BaseException:
                 sock.close()
                 raise
-            self.on_connect()
             sock.setblocking(False)
             self._sock = sock
             self._add_reader(sock.fileno(), self._on_readable)
