@@ -122,12 +122,11 @@ class ServiceChannel:
     the restarted peer up to date (the sentry re-attaches the gofer's mounts that way).
     """
 
-    def __init__(
-        self, path: str | os.PathLike[str], timeout: float, on_reconnect: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], timeout: float) -> None:
         self.path = os.fspath(path)
         self.timeout = timeout
-        self.on_reconnect = on_reconnect
+        #: Run after a reconnection, before the call that made it (set by the owner).
+        self.on_reconnect: Callable[[], None] | None = None
         self._client: FdClient | None = None
         self._lost = False
         self._reconnecting = False
@@ -180,9 +179,8 @@ class ServiceChannel:
 
     def reconnects(self) -> bool:
         """Connect if the connection is gone (running on_reconnect); whether that happened."""
-        lost = self._client is None or _hung_up(self._client.sock)
-        self.connect()
-        return lost
+        before = self._client
+        return self.connect() is not before
 
     def _drop(self) -> None:
         self.close()

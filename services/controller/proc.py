@@ -9,6 +9,7 @@ WaitPid answers late (a Deferred), when the sentry publishes the process's exit,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -51,18 +52,11 @@ class ExitWaiters:
         self._waiting.setdefault((cid, pid), []).append(answer)
 
     def process_exited(self, cid: str, pid: int) -> None:
-        """An exec'd process exited: collect its status from the sentry for whoever waits."""
-        waiters = self._waiting.pop((cid, pid), [])
-        if not waiters:
-            return
-        try:
-            status: ProcessExit = self._sentry.call("Proc.ExitStatus", ProcessArgs(cid=cid, pid=pid), ProcessExit)
-        except ZerovisorError as e:
-            for waiter in waiters:
-                waiter.fail(e)
-            return
-        for waiter in waiters:
-            waiter.resolve(status)
+        """An exec'd process exited: collect its status from the sentry for whoever waits (a
+        sentry that is down now is asked again by poll)."""
+        if (cid, pid) in self._waiting:
+            with contextlib.suppress(ServiceUnavailable):
+                self._settle(cid, pid)
 
     def poll(self) -> None:
         """Ask the sentry about every process still waited for, at most once per POLL_INTERVAL:
@@ -71,18 +65,24 @@ class ExitWaiters:
         if not self._waiting or now - self._polled < POLL_INTERVAL:
             return
         self._polled = now
-        for cid, pid in list(self._waiting):
-            try:
-                status: ProcessExit = self._sentry.call("Proc.ExitStatus", ProcessArgs(cid=cid, pid=pid), ProcessExit)
-            except ServiceUnavailable:
-                return  # the sentry is down: next time
-            except ZerovisorError as e:
-                for waiter in self._waiting.pop((cid, pid), []):
-                    waiter.fail(e)
-                continue
-            if status.exited:
-                for waiter in self._waiting.pop((cid, pid), []):
-                    waiter.resolve(status)
+        with contextlib.suppress(ServiceUnavailable):  # the sentry is down: next time
+            for cid, pid in list(self._waiting):
+                self._settle(cid, pid)
+
+    def _settle(self, cid: str, pid: int) -> None:
+        """Answer whoever waits for pid of cid if it has exited, or fail them if the sentry
+        refuses; ServiceUnavailable (they wait on) if the sentry is down."""
+        try:
+            status: ProcessExit = self._sentry.call("Proc.ExitStatus", ProcessArgs(cid=cid, pid=pid), ProcessExit)
+        except ServiceUnavailable:
+            raise
+        except ZerovisorError as e:
+            for waiter in self._waiting.pop((cid, pid), []):
+                waiter.fail(e)
+            return
+        if status.exited:
+            for waiter in self._waiting.pop((cid, pid), []):
+                waiter.resolve(status)
 
     def container_gone(self, cid: str) -> None:
         """The container was deleted: nobody will report its processes' exits any more."""
