@@ -1,5 +1,6 @@
 """The fault-injection machinery: kill and restart services, keep a census of our processes,
-compare what controller, sentry and platform say, and look for leaks.
+and look for leaks (what controller, sentry and platform say is compared in views.py; the
+/proc reading is in procs.py).
 
 One `Faults` object per test owns a root under the test's tmp_path (so tests run in parallel),
 the random seed of the test's kill schedule, and the list of problems found. Checks record a
@@ -20,14 +21,24 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from common.errors import ErrCode, RemoteError, ServiceUnavailable
 from common.rundir import SERVICES, RunDir
-from common.zmqclient import RpcClient
 from tests.conftest import REPO, settled_fd_count
+from tests.faults.procs import (
+    GONE_TIMEOUT,
+    ProcInfo,
+    all_pids,
+    cgroup_mounts,
+    cmdline,
+    container_cgroups,
+    descendants,
+    describe,
+    proc_info,
+    tasks_in,
+    wait_gone,
+)
 from tests.integration.zerovisor import Zerovisor
 
 #: Environment variable that fixes the seed of the random kill schedule (to replay a failure).
@@ -38,8 +49,6 @@ EXIT_REMOTE = 3
 CLI_TIMEOUT = 60.0
 #: How long a direct RPC to a service (sentry, platform) may take.
 RPC_TIMEOUT = 10.0
-#: How long a SIGKILLed service may take to disappear.
-GONE_TIMEOUT = 10.0
 #: How long ServiceManager.start may take to bring killed services back.
 RESTART_TIMEOUT = 60.0
 #: Extra fds a service may hold at the end over its count after warm-up. A restarted instance
@@ -82,94 +91,6 @@ class FaultCli(Zerovisor):
     def argv(self, *args: str) -> list[str]:
         """`controller --root root --run-dir run_dir *args`."""
         return [*super().argv(), "--run-dir", str(self.run_dir), *args]
-
-
-@dataclass(frozen=True, slots=True)
-class ProcInfo:
-    """The fields of /proc/PID/stat the checks need."""
-
-    pid: int
-    ppid: int
-    #: One letter: R, S, D, Z, T, ...
-    state: str
-    #: Start time in clock ticks since boot: with pid, an identity that survives pid reuse.
-    start: int
-
-
-def proc_info(pid: int) -> ProcInfo | None:
-    """pid's stat fields, or None when it is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = data.rpartition(b")")[2].split()  # comm may hold spaces and parentheses
-    return ProcInfo(pid, int(fields[1]), fields[0].decode(), int(fields[19]))
-
-
-def all_pids() -> list[int]:
-    """Every pid in /proc right now."""
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-
-
-def descendants(pid: int) -> set[int]:
-    """pid's children, their children, and so on (threads' children included)."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except FileNotFoundError:
-            continue
-        for tid in tasks:
-            try:
-                text = Path(f"/proc/{parent}/task/{tid}/children").read_text()
-            except FileNotFoundError:
-                continue
-            for child in map(int, text.split()):
-                if child not in found:
-                    found.add(child)
-                    todo.append(child)
-    return found
-
-
-def cmdline(pid: int) -> str:
-    """pid's command line, spaces between arguments ("" when gone)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
-
-
-def cgroup_mounts() -> list[Path]:
-    """Mount points of the host's cgroup hierarchies (v1 controllers and v2)."""
-    points = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        if fields[fields.index("-") + 1] in ("cgroup", "cgroup2") and fields[3] == "/":
-            points.append(Path(fields[4]))
-    return points
-
-
-def wait_gone(pid: int, timeout: float = GONE_TIMEOUT) -> bool:
-    """Wait until pid has exited (a zombie counts: it runs nothing and holds no lock)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = proc_info(pid)
-        if info is None or info.state in ("Z", "X"):
-            return True
-        time.sleep(0.01)
-    return False
-
-
-@dataclass(frozen=True, slots=True)
-class View:
-    """What one party says of a container: its status ("absent" if unknown, "error" if it
-    could not say) and init pid."""
-
-    status: str
-    pid: int | None = None
-    detail: str = ""
 
 
 class Faults:
@@ -383,96 +304,6 @@ class Faults:
                 " back) without being killed",
             )
 
-    # -- what each party says --------------------------------------------------------------
-
-    def controller_view(self, cid: str) -> View:
-        """`controller state cid`."""
-        proc = self.cli("state", cid)
-        if proc.returncode == 0:
-            state = json.loads(proc.stdout)
-            return View(str(state["status"]), int(state["pid"]))
-        if proc.returncode == EXIT_REMOTE and "does not exist" in proc.stderr:
-            return View("absent")
-        return View("error", detail=f"exit {proc.returncode}: {proc.stderr.strip()}")
-
-    def _rpc(self, service: str, method: str, args: dict[str, object]) -> dict[str, object] | View:
-        """A direct call to service: its result, or the View that stands for its failure."""
-        try:
-            with RpcClient(self.run_dir.endpoint(service), timeout=RPC_TIMEOUT) as client:
-                return client.call(method, args)
-        except RemoteError as e:
-            if e.remote_code == ErrCode.NOT_FOUND:
-                return View("absent", detail=str(e))
-            return View("error", detail=f"{method}: {e}")
-        except ServiceUnavailable as e:
-            return View("error", detail=f"{method}: {e}")
-
-    def sentry_view(self, cid: str) -> View:
-        """The sentry's Lifecycle.GetStatus."""
-        result = self._rpc("sentry", "Lifecycle.GetStatus", {"cid": cid})
-        if isinstance(result, View):
-            return result
-        pid = result.get("pid")
-        return View(str(result["status"]), pid if isinstance(pid, int) else None)
-
-    def platform_pids(self, cid: str) -> list[int] | View:
-        """The platform's Platform.Pids: host pids in the container's cgroup."""
-        result = self._rpc("platform", "Platform.Pids", {"cid": cid})
-        if isinstance(result, View):
-            return result
-        pids = result.get("pids")
-        return [int(p) for p in pids] if isinstance(pids, list) else View("error", detail=repr(result))
-
-    def listings(self) -> tuple[dict[str, str] | str, dict[str, str] | str]:
-        """`controller list` and the sentry's Lifecycle.ListContainers, as id -> status
-        (or the error text)."""
-        proc = self.cli("list", "--format", "json")
-        ctl: dict[str, str] | str = (
-            {str(s["id"]): str(s["status"]) for s in json.loads(proc.stdout)}
-            if proc.returncode == 0
-            else f"exit {proc.returncode}: {proc.stderr.strip()}"
-        )
-        result = self._rpc("sentry", "Lifecycle.ListContainers", {})
-        sentry: dict[str, str] | str
-        if isinstance(result, View):
-            sentry = result.detail
-        else:
-            entries = result.get("containers")
-            sentry = {str(c["cid"]): str(c["status"]) for c in entries} if isinstance(entries, list) else repr(result)
-        return ctl, sentry
-
-    def states_agree(self, cid: str, expected: str | None = None) -> str:
-        """Controller (state and list), sentry (status and list) and platform (pids) tell one
-        story of cid; return the controller's status."""
-        ctl, sentry, pids = self.controller_view(cid), self.sentry_view(cid), self.platform_pids(cid)
-        story = f"controller {ctl}, sentry {sentry}, platform {pids}"
-        self.note(f"state of {cid}: {story}")
-        self.expect(ctl.status != "error", f"controller cannot say the state of {cid}: {ctl.detail}")
-        self.expect(sentry.status != "error", f"sentry cannot say the state of {cid}: {sentry.detail}")
-        self.expect(ctl.status == sentry.status, f"{cid}: controller and sentry disagree: {story}")
-        if expected is not None:
-            self.expect(ctl.status == expected, f"{cid} is {ctl.status}, expected {expected}: {story}")
-        if ctl.status in LIVE:
-            self.expect(bool(ctl.pid) and ctl.pid == sentry.pid, f"{cid}: init pids differ: {story}")
-            self.expect(
-                isinstance(pids, list) and ctl.pid in pids, f"{cid}: the platform does not hold its init: {story}"
-            )
-        elif ctl.status in ("stopped", "absent"):
-            self.expect(
-                pids == [] or (isinstance(pids, View) and pids.status == "absent"),
-                f"{cid} is {ctl.status} but the platform still has tasks or fails: {story}",
-            )
-        ctl_list, sentry_list = self.listings()
-        for name, listing, view in (("controller", ctl_list, ctl), ("sentry", sentry_list, sentry)):
-            if isinstance(listing, str):
-                self.problem(f"{name} cannot list containers: {listing}")
-            else:
-                self.expect(
-                    listing.get(cid, "absent") == view.status,
-                    f"{cid}: {name}'s list says {listing.get(cid, 'absent')}, its state {view.status}",
-                )
-        return ctl.status
-
     # -- leaks -----------------------------------------------------------------------------
 
     @property
@@ -484,27 +315,11 @@ class Faults:
 
     def tasks(self) -> list[int]:
         """Pids of processes in a container cgroup of this run directory."""
-        marker = f"/zerovisor/{self.instance}/"
-        found = []
-        for pid in all_pids():
-            try:
-                text = Path(f"/proc/{pid}/cgroup").read_text()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if marker in text:
-                found.append(pid)
-        return found
+        return tasks_in(self.instance)
 
     def container_cgroups(self) -> list[Path]:
-        """Container cgroup directories of this run directory (zerovisor/<instance>/*), in
-        every hierarchy."""
-        return sorted(
-            child
-            for point in cgroup_mounts()
-            if (group := point / "zerovisor" / self.instance).is_dir()
-            for child in group.iterdir()
-            if child.is_dir()
-        )
+        """Container cgroup directories of this run directory, in every hierarchy."""
+        return container_cgroups(self.instance)
 
     def alive_census(self) -> list[int]:
         """Census processes that still run (same pid and start time, not a zombie)."""
@@ -610,45 +425,3 @@ class Faults:
         for point in cgroup_mounts():
             with contextlib.suppress(OSError):
                 (point / "zerovisor" / self.instance).rmdir()
-
-
-def describe(pids: Iterable[int]) -> str:
-    """pids with their command lines, for a failure message."""
-    return "; ".join(f"{p} {cmdline(p)[:100]!r}" for p in pids) or "none"
-
-
-class Killer(threading.Thread):
-    """Kills services at random moments, `kills` times, restarting them after each kill.
-
-    Between kills it sleeps a random 0.2-1.5 s drawn from the test's seed. An error (a service
-    that survives SIGKILL or does not come back) ends it; finish() reports it.
-    """
-
-    def __init__(self, faults: Faults, services: tuple[str, ...], kills: int) -> None:
-        super().__init__(name=f"killer-{'+'.join(services)}", daemon=True)
-        self.faults = faults
-        self.services = services
-        self.kills = kills
-        self.done = 0
-        self.stopping = threading.Event()
-        self.error: BaseException | None = None
-        self._rng = faults.rng("kill:" + ",".join(services))
-
-    def run(self) -> None:
-        try:
-            for _ in range(self.kills):
-                if self.stopping.wait(self._rng.uniform(0.2, 1.5)):
-                    return
-                self.faults.kill_and_restart(self.services)
-                self.done += 1
-        except (AssertionError, OSError, subprocess.SubprocessError, ValueError) as e:
-            self.error = e
-
-    def finish(self, timeout: float) -> None:
-        """Wait for the remaining kills (at most timeout), then stop and join; record errors."""
-        self.join(timeout)
-        self.stopping.set()
-        self.join(RESTART_TIMEOUT + GONE_TIMEOUT)
-        self.faults.expect(not self.is_alive(), f"{self.name} did not stop")
-        if self.error is not None:
-            self.faults.problem(f"{self.name} failed: {str(self.error).splitlines()[0]}")

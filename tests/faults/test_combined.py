@@ -10,7 +10,7 @@ import pytest
 from common.rundir import SERVICES
 from tests.cbuild import CBuild
 from tests.faults.harness import Faults
-from tests.faults.workload import full_run_dir, workload_under_kills
+from tests.faults.scenarios import full_run_dir, workload_under_kills
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.cbuild import CBuild
 from tests.faults.harness import Faults
-from tests.faults.workload import OPS, kill_during_lifecycle, workload_under_kills
+from tests.faults.scenarios import OPS, kill_during_lifecycle, workload_under_kills
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
