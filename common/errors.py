@@ -119,6 +119,14 @@ class ServiceNotResponding(ServiceUnavailable):
     code = ErrCode.NOT_RESPONDING
 
 
+def has_code(exc: BaseException, code: ErrCode) -> bool:
+    """Whether exc means code: raised here with it, or answered with it by a service (a
+    RemoteError carries the code of the failure, whichever service had it first)."""
+    if isinstance(exc, RemoteError):
+        return exc.remote_code == code
+    return isinstance(exc, ZerovisorError) and exc.code == code
+
+
 class RemoteError(ZerovisorError):
     """The transport worked but the remote side answered with an error."""
 

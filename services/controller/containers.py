@@ -7,13 +7,12 @@ requireStatus), then acts, then records; a create that fails halfway is undone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
 from common import fdpass, wire
 from common.client import ServiceChannel
-from common.errors import ConflictError, InvalidArgument, NotFound
+from common.errors import ConflictError, ErrCode, InvalidArgument, NotFound, ZerovisorError, has_code
 from common.messages.containers import (
     ContainerState,
     ContainerStates,
@@ -186,9 +185,12 @@ class Containers:
         rec = self._refresh(rec)
         if rec.status != "stopped" and not args.force:
             raise ConflictError(f"cannot delete container {args.id!r} in state {rec.status}")
-        # NotFound: the sentry never knew the container, or forgot it; nothing to undo there.
-        with contextlib.suppress(NotFound):
+        try:
             self._sentry.call("Lifecycle.DeleteContainer", DeleteContainerArgs(cid=args.id, force=args.force))
+        except ZerovisorError as e:
+            if not has_code(e, ErrCode.NOT_FOUND):
+                raise
+            # The sentry never knew the container, or forgot it: nothing to undo there.
         self._reg.remove(args.id)
 
     def stats(self, args: IdArgs) -> ContainerStats:
@@ -222,7 +224,9 @@ def refresh(registry: Registry, sentry: ServiceChannel, rec: ContainerRecord) ->
         return rec
     try:
         status = sentry.call("Lifecycle.GetStatus", ContainerArgs(cid=rec.id), ContainerStatus, timeout=QUERY_TIMEOUT)
-    except NotFound:
+    except ZerovisorError as e:
+        if not has_code(e, ErrCode.NOT_FOUND):
+            raise
         # The sentry has no such container: whatever ran is gone.
         return registry.update(rec.id, status="stopped")
     return record_status(registry, status)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from common.client import ServiceChannel
-from common.errors import NotFound, ZerovisorError
+from common.errors import ErrCode, ZerovisorError, has_code
 from common.messages.lifecycle import (
     ContainerArgs,
     ContainerList,
@@ -36,7 +36,9 @@ def settle_creating(registry: Registry, sentry: ServiceChannel) -> int:
             continue
         try:
             status: ContainerStatus = sentry.call("Lifecycle.GetStatus", ContainerArgs(cid=rec.id), ContainerStatus)
-        except NotFound:
+        except ZerovisorError as e:
+            if not has_code(e, ErrCode.NOT_FOUND):
+                raise
             log.info("container %r was never created; its record goes", rec.id)
             registry.remove(rec.id)
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from common import fdpass
-from common.errors import ConflictError, ServiceUnavailable, ZerovisorError
+from common.errors import ErrCode, ServiceUnavailable, ZerovisorError, has_code
 from common.messages.platform import (
     ContainerRef,
     ContainerTasks,
@@ -114,9 +114,9 @@ def reattach(kernel: Kernel) -> int:
     for ctr in list(kernel.containers.values()):
         try:
             kernel.gofer.call("Gofer.Attach", attach_args(ctr.cid, ctr.spec))
-        except ConflictError:
-            continue  # the gofer did not restart, only the connection was lost
         except ZerovisorError as e:
+            if has_code(e, ErrCode.CONFLICT):
+                continue  # the gofer did not restart, only the connection was lost
             log.warning("re-attaching the mounts of %r: %s", ctr.cid, e)
             continue
         attached += 1
