@@ -86,3 +86,32 @@ def test_exec_refusals(forkserver: ForkServerProcess, tmp_path: Path) -> None:
     thread.join(timeout=60)
     with pytest.raises(RemoteError, match="has no running init"):
         forkserver.call("ForkServer.Exec", ExecArgs(container_id="r", argv=["true"]))
+
+
+def test_a_repeated_exec_finds_the_process_the_first_started(forkserver: ForkServerProcess, tmp_path: Path) -> None:
+    """A platform that died before it passed Exec's reply on sends the request again (same
+    token): the fork server starts nothing new, and hands out its listener again."""
+    _, thread = started_container(forkserver, tmp_path, "t")
+    out = os.open(tmp_path / "once.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    args = ExecArgs(
+        container_id="t", argv=["sh", "-c", "echo ran"], envv=["PATH=/bin"], guest_fds=[1], fds=[out], token="tok-1"
+    )
+    try:
+        first, lost = forkserver.call("ForkServer.Exec", args, args.fds)
+        again, fds = forkserver.call("ForkServer.Exec", args, args.fds)
+    finally:
+        os.close(out)
+    fdpass.close_all(lost)  # the reply the dead platform never passed on
+    assert (again["pid"], again["host_pid"]) == (first["pid"], first["host_pid"])
+    assert len(fds) == 1
+    try:
+        supervisor.serve(fds[0])
+    finally:
+        fdpass.close_all(fds)
+    assert (tmp_path / "once.out").read_text() == "ran\n"
+    other = ExecArgs(container_id="t", argv=["true"], envv=["PATH=/bin"], token="tok-2")
+    started, more = forkserver.call("ForkServer.Exec", other, [])
+    fdpass.close_all(more)
+    assert started["host_pid"] != first["host_pid"]  # another token: another process
+    forkserver.call("ForkServer.Destroy", ContainerRef(cid="t"))
+    thread.join(timeout=60)

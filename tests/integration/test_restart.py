@@ -1,0 +1,124 @@
+"""What a restart must not lose or double, each on real services, made to happen on purpose
+rather than by a random kill: a repeated exec request, a create that a sentry death cut
+short, a record a controller death left "creating", and a repeated start, pause or delete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from common import fdpass, wire
+from common.client import FdClient
+from common.errors import ErrCode, RemoteError
+from common.messages.containers import ContainerState, IdArgs
+from common.messages.lifecycle import ContainerList, CreateContainerArgs, ListContainersArgs
+from common.messages.proc import ExecRequest, ExecResult, ProcessArgs, ProcessExit
+from common.messages.spec import ContainerSpec
+from common.rundir import RunDir
+from services.controller import oci
+from services.controller.commands.base import CliContext, _settled
+from services.controller.registry import ContainerRecord, Registry
+from services.controller.services import ServiceManager
+from tests.integration.zerovisor import Zerovisor, sh
+
+pytestmark = pytest.mark.integration
+
+
+def kill_service(zv: Zerovisor, service: str) -> None:
+    """SIGKILL service and wait until its lock is free (it is gone)."""
+    rd = RunDir.at(zv.root)
+    pid = rd.running_pid(service)
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while rd.running_pid(service) is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert rd.running_pid(service) is None
+
+
+def sentry_containers(zv: Zerovisor) -> list[str]:
+    with FdClient(RunDir.at(zv.root).socket_path("sentry")) as sentry:
+        listing, _ = sentry.call("Lifecycle.ListContainers", ListContainersArgs(), ContainerList)
+    return sorted(c.cid for c in listing.containers)
+
+
+def create_behind_the_controllers_back(zv: Zerovisor, tmp_path: Path, cid: str) -> ContainerSpec:
+    """What a create cut short leaves: a container the sentry made that no record names; its spec."""
+    spec = oci.load_bundle(str(sh(tmp_path, "sleep 1000", name=f"bundle-{cid}")))
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        with FdClient(RunDir.at(zv.root).socket_path("sentry"), timeout=60) as sentry:
+            _, fds = sentry.call("Lifecycle.CreateContainer", CreateContainerArgs(cid=cid, spec=spec), fds=[null] * 3)
+            fdpass.close_all(fds)
+    finally:
+        os.close(null)
+    return spec
+
+
+def test_a_repeated_exec_request_runs_the_process_once(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "c")
+    out = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    request = ExecRequest(
+        id="c", args=["sh", "-c", "echo ran >> /tmp/x; cat /tmp/x; exit 5"], guest_fds=[1], token="same", fds=[out]
+    )
+    try:
+        with FdClient(RunDir.at(zv.root).socket_path("controller"), timeout=60) as controller:
+            first, _ = controller.call("Proc.Exec", request, ExecResult, request.fds)
+            again, _ = controller.call("Proc.Exec", request, ExecResult, request.fds)  # its reply was "lost"
+            assert (again.pid, again.host_pid) == (first.pid, first.host_pid)
+            waits = [
+                controller.call("Proc.WaitPid", ProcessArgs(cid="c", pid=first.pid), ProcessExit, wait_forever=True)[0]
+                for _ in range(2)  # a controller that died before passing the status on is asked again
+            ]
+    finally:
+        os.close(out)
+    assert [w.exit_code for w in waits] == [5, 5]
+    assert (tmp_path / "out").read_text() == "ran\n"  # one process, one line
+
+
+def test_a_create_cut_short_is_deleted_when_the_sentry_comes_back(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "kept")
+    create_behind_the_controllers_back(zv, tmp_path, "orphan")
+    assert sentry_containers(zv) == ["kept", "orphan"]
+    kill_service(zv, "sentry")
+    zv("up")
+    listed = zv("list", "--format", "json").stdout  # the controller reconnects: it reconciles first
+    assert '"kept"' in listed and "orphan" not in listed
+    assert sentry_containers(zv) == ["kept"]  # rebuilt from the platform, the orphan deleted
+    assert zv.state("kept")["status"] == "running"
+    status = zv("status", "--format", "json").stdout
+    assert '"orphans": 1' in status
+
+
+def test_records_left_creating_are_settled_when_the_controller_starts(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("up")
+    spec = create_behind_the_controllers_back(zv, tmp_path, "made")  # the sentry finished this one
+    kill_service(zv, "controller")
+    with Registry.open(str(zv.root)) as registry:
+        for cid in ("made", "never"):
+            registry.add(ContainerRecord(id=cid, bundle=spec.bundle, rootfs=spec.rootfs, config=wire.to_wire(spec)))
+    zv("up")
+    assert zv.state("made")["status"] == "created"
+    assert int(str(zv.state("made")["pid"])) > 0
+    missing = zv("state", "never", check=False)
+    assert missing.returncode == 3 and "does not exist" in missing.stderr
+    zv("start", "made")
+    assert zv.state("made")["status"] == "running"
+    zv("delete", "-f", "made")
+
+
+def test_a_repeated_move_refused_because_the_first_took_effect_counts_as_done(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "m")
+    obj = CliContext(root=str(zv.root), run_dir=str(zv.root), log_format="text", debug=False)
+    conflict = RemoteError(ErrCode.CONFLICT, "cannot start container 'm' in state running")
+    settled = _settled(obj, "Containers.Start", IdArgs(id="m"), conflict)
+    assert settled is not None and isinstance(settled[0], ContainerState) and settled[0].status == "running"
+    assert _settled(obj, "Containers.Pause", IdArgs(id="m"), conflict) is None  # not paused: a real refusal
+    gone = RemoteError(ErrCode.NOT_FOUND, "container 'x' does not exist")
+    assert _settled(obj, "Containers.Delete", IdArgs(id="x"), gone) == (None,)
+    assert _settled(obj, "Containers.Delete", IdArgs(id="m"), gone) is None  # still there
+    ServiceManager(RunDir.at(zv.root), str(zv.root)).stop()
