@@ -21,6 +21,9 @@ class CreateArgs:
     foreground: bool = False
     #: Log every trapped syscall of the container in the sentry's log (runsc --strace).
     strace: bool = False
+    #: Chosen by the caller for this create: a request sent again with it finds the container
+    #: the first one made instead of being refused as a duplicate ("" for none).
+    token: str = ""
     #: stdio and preserved fds for the init, sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 

@@ -20,6 +20,8 @@ class CreateContainerArgs:
     spec: ContainerSpec
     #: Log every trapped syscall of the container (runsc --strace).
     strace: bool = False
+    #: The create request's token (CreateArgs.token): a repeated request finds its container.
+    token: str = ""
     #: stdio and preserved fds for the init, sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 

@@ -17,6 +17,8 @@ class LaunchArgs:
     spec: ContainerSpec
     #: The sentry logs every trapped syscall of the container (kept for a restarted sentry).
     strace: bool = False
+    #: The create request's token (kept for a restarted sentry, which a repeated request asks).
+    token: str = ""
     #: stdio (0, 1, 2) and preserved fds (3, 4, ...), sent as SCM_RIGHTS.
     fds: list[int] = field(default_factory=list, metadata={"wire": False})
 
@@ -172,6 +174,8 @@ class ContainerTasks:
     spec: ContainerSpec
     #: Whether the sentry logs its trapped syscalls.
     strace: bool
+    #: The token of the create request that launched it (LaunchArgs.token).
+    token: str
     #: Host pid of its init (alive, or in exits once reaped).
     init_pid: int
     #: The init was released to exec its program (the container was started).

@@ -96,10 +96,13 @@ class Containers:
     def create(self, args: CreateArgs) -> CreateResult:
         """Validate the bundle, record the container, and have the sentry create its init.
 
-        With a terminal, the result carries the pty master for the caller.
+        With a terminal, the result carries the pty master for the caller. A request sent again
+        with the token of the one that made the container (whose reply a restart lost) is
+        answered by the sentry, which has the container and the token too.
         """
         validate_id(args.id)
-        if self._reg.find(args.id) is not None:
+        old = self._reg.find(args.id)
+        if old is not None and not (args.token and old.token == args.token and old.status == "created"):
             raise ConflictError(f"container {args.id!r} already exists")
         spec = oci.load_bundle(args.bundle)
         terminal = spec.process is not None and spec.process.terminal
@@ -114,12 +117,17 @@ class Containers:
             status="creating",
             annotations=spec.annotations,
             config=wire.to_wire(spec),
+            token=args.token,
         )
+        if old is not None:
+            # Recorded again from the same request; a death in between leaves the sentry's
+            # container with no record, which reconcile deletes, and the CLI's retry makes anew.
+            self._reg.remove(args.id)
         self._reg.add(record)
         try:
             created, fds = self._sentry.call_with_fds(
                 "Lifecycle.CreateContainer",
-                CreateContainerArgs(cid=args.id, spec=spec, strace=args.strace),
+                CreateContainerArgs(cid=args.id, spec=spec, strace=args.strace, token=args.token),
                 CreateContainerResult,
                 args.fds,
             )

@@ -34,7 +34,7 @@ STATUSES = ("creating", "created", "running", "paused", "stopped")
 #: How long a statement waits for another process's write lock before failing.
 BUSY_TIMEOUT_MS = 5000
 #: Schema version, kept in PRAGMA user_version; bump it with a migration in _MIGRATIONS.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Longest container id runc accepts.
 MAX_ID_LENGTH = 1024
 
@@ -46,6 +46,7 @@ _JSON_COLUMNS = frozenset({"annotations", "config", "started"})
 _MIGRATIONS: dict[int, str] = {
     # Version 1 had an unused pid_file column; it stays, unread.
     1: "ALTER TABLE containers ADD COLUMN started TEXT",
+    2: "ALTER TABLE containers ADD COLUMN token TEXT NOT NULL DEFAULT ''",
 }
 
 _SCHEMA = """
@@ -60,7 +61,8 @@ CREATE TABLE IF NOT EXISTS containers (
     owner       TEXT NOT NULL,
     exit_status INTEGER,
     config      TEXT NOT NULL,
-    started     TEXT
+    started     TEXT,
+    token       TEXT NOT NULL DEFAULT ''
 )
 """
 
@@ -112,6 +114,8 @@ class ContainerRecord:
     config: dict[str, Any] = field(default_factory=dict)
     #: When the start request reached the sentry and completed (a StartRecord as a map), once started.
     started: dict[str, str] | None = None
+    #: The token of the create request that made it (CreateArgs.token; "" for none).
+    token: str = ""
 
 
 _COLUMNS = tuple(f.name for f in fields(ContainerRecord))

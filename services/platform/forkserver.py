@@ -93,6 +93,8 @@ class ForkServer:
         self.specs: dict[str, ContainerSpec] = {}
         #: Containers whose trapped syscalls the sentry logs (LaunchArgs.strace).
         self.straced: set[str] = set()
+        #: The create request's token of every container with a cgroup (LaunchArgs.token).
+        self.tokens: dict[str, str] = {}
         #: Host pid of the init of every container with a cgroup, alive or reaped.
         self.init_pids: dict[str, int] = {}
         #: Seccomp listener fd -> its container: the init's and every exec'd process's, kept
@@ -124,6 +126,7 @@ class ForkServer:
         self.init_pids[args.cid] = stub.pid
         if args.strace:
             self.straced.add(args.cid)
+        self.tokens[args.cid] = args.token
         self.live[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
         console, stub.console = stub.console, None
         # The Dispatcher sends the master on and closes our copy.
@@ -217,6 +220,7 @@ class ForkServer:
                     cid=cid,
                     spec=self.specs[cid],
                     strace=cid in self.straced,
+                    token=self.tokens.get(cid, ""),
                     init_pid=self.init_pids[cid],
                     released=task is None or task.stub is None,
                     frozen=cgroup.frozen(),
@@ -321,6 +325,7 @@ class ForkServer:
         """Kill whatever is left of the container and remove its cgroup; its spec, if known."""
         spec = self.specs.pop(cid, None)
         self.straced.discard(cid)
+        self.tokens.pop(cid, None)
         init_pid = self.init_pids.pop(cid, None)
         exec_pids = [pid for pid, e in self.execs.items() if e.cid == cid]
         self.exit_log.forget(cid, [*exec_pids, *([init_pid] if init_pid else [])])

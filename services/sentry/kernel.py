@@ -70,6 +70,8 @@ class Container:
     started: StartRecord | None = None
     #: Log every trapped syscall (runsc --strace).
     strace: bool = False
+    #: The token of the create request that made it (CreateContainerArgs.token).
+    token: str = ""
     #: Trapped syscalls answered, by family; shared with the container's listeners.
     syscalls: dict[str, int] = field(default_factory=dict)
     #: The container as its trapped syscalls see it, once its first listener is served.

@@ -101,7 +101,9 @@ def catch_up(kernel: Kernel) -> None:
 def _container(tasks: ContainerTasks) -> Container:
     """A container as it was before the restart (its syscall counts start again from zero)."""
     status = CREATED if not tasks.released else PAUSED if tasks.frozen else RUNNING
-    ctr = Container(cid=tasks.cid, spec=tasks.spec, status=status, pid=tasks.init_pid, strace=tasks.strace)
+    ctr = Container(
+        cid=tasks.cid, spec=tasks.spec, status=status, pid=tasks.init_pid, strace=tasks.strace, token=tasks.token
+    )
     for e in tasks.execs:
         ctr.execs[e.ns_pid] = ExecProcess(host_pid=e.host_pid, token=e.token)
     return ctr

@@ -1,6 +1,6 @@
 """What a restart must not lose or double, each on real services, made to happen on purpose
-rather than by a random kill: a repeated exec request, a create that a sentry death cut
-short, a record a controller death left "creating", and a repeated start, pause or delete."""
+rather than by a random kill: a repeated exec or create request, a create that a sentry death
+cut short, a record a controller death left "creating", and a repeated start, pause or delete."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from common import fdpass, wire
 from common.client import FdClient
 from common.errors import ErrCode, RemoteError
-from common.messages.containers import ContainerState, IdArgs
+from common.messages.containers import ContainerState, CreateArgs, CreateResult, IdArgs
 from common.messages.lifecycle import ContainerList, CreateContainerArgs, ListContainersArgs
 from common.messages.proc import ExecRequest, ExecResult, ProcessArgs, ProcessExit
 from common.messages.spec import ContainerSpec
@@ -78,6 +78,55 @@ def test_a_repeated_exec_request_runs_the_process_once(zv: Zerovisor, tmp_path: 
         os.close(out)
     assert [w.exit_code for w in waits] == [5, 5]
     assert (tmp_path / "out").read_text() == "ran\n"  # one process, one line
+
+
+def create_call(zv: Zerovisor, bundle: Path, cid: str, token: str, **flags: bool) -> CreateResult:
+    """Containers.Create with token, the CLI's stdio replaced by /dev/null; the caller closes
+    the result's fds."""
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    args = CreateArgs(id=cid, bundle=str(bundle), token=token, **flags)
+    try:
+        with FdClient(RunDir.at(zv.root).socket_path("controller"), timeout=60) as controller:
+            result, fds = controller.call("Containers.Create", args, CreateResult, [null] * 3)
+    finally:
+        os.close(null)
+    return CreateResult(state=result.state, fds=fds)
+
+
+def test_a_repeated_create_request_gets_the_container_the_first_made(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("up")
+    bundle = sh(tmp_path, "echo ran >> /tmp/x; sleep 1000")
+    first = create_call(zv, bundle, "c", "t1")
+    again = create_call(zv, bundle, "c", "t1")  # the first reply was "lost"
+    assert again.state.pid == first.state.pid and again.state.status == "created"
+    kill_service(zv, "sentry")  # the token survives with the fork server
+    zv("up")
+    assert create_call(zv, bundle, "c", "t1").state.pid == first.state.pid
+    with pytest.raises(RemoteError) as refused:
+        create_call(zv, bundle, "c", "t2")  # somebody else's create of the same id
+    assert refused.value.remote_code == ErrCode.CONFLICT and "already exists" in str(refused.value)
+    zv("start", "c")
+    with pytest.raises(RemoteError):
+        create_call(zv, bundle, "c", "t1")  # started: no longer a create's to repeat
+    assert zv("exec", "c", "cat", "/tmp/x").stdout == "ran\n"  # one init ran
+    zv("delete", "-f", "c")
+
+
+def test_a_repeated_create_of_a_terminal_makes_it_again_for_a_new_master(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("up")
+    bundle = sh(tmp_path, "sleep 1000")
+    config = bundle / "config.json"
+    config.write_text(config.read_text().replace('"terminal": false', '"terminal": true'))
+    first = create_call(zv, bundle, "t", "tok", foreground=True)
+    again = create_call(zv, bundle, "t", "tok", foreground=True)
+    try:
+        assert len(first.fds) == 1 and len(again.fds) == 1  # a pty master each time
+        assert again.state.pid != first.state.pid and again.state.status == "created"
+        assert not Path(f"/proc/{first.state.pid}").exists() or "Z" in Path(f"/proc/{first.state.pid}/stat").read_text()
+    finally:
+        fdpass.close_all([*first.fds, *again.fds])
+    assert sentry_containers(zv) == ["t"]
+    zv("delete", "-f", "t")
 
 
 def test_a_create_cut_short_is_deleted_when_the_sentry_comes_back(zv: Zerovisor, tmp_path: Path) -> None:

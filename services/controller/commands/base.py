@@ -23,11 +23,12 @@ RETRY_TIMEOUT = 60.0
 #: The pause between two attempts.
 RETRY_PAUSE = 0.2
 #: Calls sent again when the controller, or a service behind it, went away before answering:
-#: those that read, those whose repetition changes nothing more (a signal), and Proc.Exec,
-#: whose token makes a repeated request find the process the first one started. The others
+#: those that read, those whose repetition changes nothing more (a signal), and Containers.Create
+#: and Proc.Exec, whose token makes a repeated request find what the first one made. The others
 #: fail with the error: their first attempt may or may not have taken effect.
 RETRIED = frozenset(
     {
+        "Containers.Create",
         "Containers.State",
         "Containers.List",
         "Containers.Stats",
@@ -40,8 +41,7 @@ RETRIED = frozenset(
 )
 #: Calls that move a container, sent again like RETRIED: a repetition refused because the first
 #: attempt did take effect (the container is already where the call puts it: one of these
-#: statuses, or gone for None) counts as done. Create is not among them: a refusal of a second
-#: create cannot tell our container from somebody else's.
+#: statuses, or gone for None) counts as done.
 SETTLED_BY: dict[str, tuple[str, ...] | None] = {
     "Containers.Start": ("running", "stopped"),
     "Containers.Pause": ("paused",),

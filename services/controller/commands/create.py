@@ -46,11 +46,18 @@ def create_container(
     """Create container cid; its terminal's pty master goes to console_socket, or, with relay,
     back to the caller (who owns and closes it). None when there is no master to return.
     """
+    from uuid import uuid4
+
     from common.messages.containers import CreateArgs, CreateResult
     from services.controller.console import send_console
 
     args = CreateArgs(
-        id=cid, bundle=os.path.abspath(bundle), console_socket=bool(console_socket), foreground=relay, strace=strace
+        id=cid,
+        bundle=os.path.abspath(bundle),
+        console_socket=bool(console_socket),
+        foreground=relay,
+        strace=strace,
+        token=uuid4().hex,
     )
     _, fds = controller_call_with_fds(obj, "Containers.Create", args, CreateResult, fds=stdio_fds(preserve_fds))
     master = fds[0] if fds else None

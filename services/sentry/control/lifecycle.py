@@ -50,22 +50,33 @@ class Lifecycle:
     def create_container(self, args: CreateContainerArgs) -> CreateContainerResult:
         """Create the container's init through the platform; it waits for StartContainer.
 
-        With a terminal, the result carries the pty master.
+        With a terminal, the result carries the pty master. A request sent again with the token
+        of the one that made the container, which has not started, gets that container: as it
+        is, or, with a terminal, made again, because its pty master went with the lost reply.
         """
         old = self._k.table.get(args.cid)
         if old is not None:
-            raise ConflictError(f"container {args.cid!r} already exists")
+            if not (args.token and old.token == args.token and old.status == CREATED):
+                raise ConflictError(f"container {args.cid!r} already exists")
+            if old.spec.process is None or not old.spec.process.terminal:
+                log.info("container %r: create sent again, the first made it", args.cid)
+                return CreateContainerResult(status=old.snapshot(), fds=[])
+            log.info("container %r: create sent again, made again for a new terminal", args.cid)
+            self.delete_container(DeleteContainerArgs(cid=args.cid, force=True))
         # The gofer serves the container's files from the moment its program can run.
         self._k.gofer.call("Gofer.Attach", attach_args(args.cid, args.spec))
         strace = args.strace or args.spec.annotations.get(STRACE_ANNOTATION) == "true"
         try:
             launched, fds = self._k.platform.call_with_fds(
-                "Platform.Launch", LaunchArgs(cid=args.cid, spec=args.spec, strace=strace), LaunchResult, fds=args.fds
+                "Platform.Launch",
+                LaunchArgs(cid=args.cid, spec=args.spec, strace=strace, token=args.token),
+                LaunchResult,
+                fds=args.fds,
             )
         except BaseException:
             self._detach(args.cid)
             raise
-        ctr = Container(cid=args.cid, spec=args.spec, status=CREATED, pid=launched.pid, strace=strace)
+        ctr = Container(cid=args.cid, spec=args.spec, status=CREATED, pid=launched.pid, strace=strace, token=args.token)
         self._k.table[args.cid] = ctr
         self._k.publish(ctr, "create")
         return CreateContainerResult(status=ctr.snapshot(), fds=fds)
