@@ -18,6 +18,12 @@ R = TypeVar("R")
 
 #: How long a CLI call to the controller may take (creating a container mounts and forks).
 CALL_TIMEOUT = 120.0
+#: How long a CLI call that only reads may take: a controller that stopped answering is
+#: reported soon (longer than the controller's own bound on asking the sentry, so that a stopped
+#: sentry is reported by the controller, by name).
+QUERY_TIMEOUT = 20.0
+#: The calls that only read.
+QUERIES = frozenset({"Containers.State", "Containers.List", "Containers.Stats", "Proc.Ps"})
 #: How long a CLI goes on sending a call again while a service is down or restarting.
 RETRY_TIMEOUT = 60.0
 #: The pause between two attempts.
@@ -116,7 +122,8 @@ def controller_call_with_fds(
     while True:
         try:
             with controller_client(obj) as client:
-                result, out = client.call(method, args, result_type, fds, wait_forever)
+                timeout = QUERY_TIMEOUT if method in QUERIES else None
+                result, out = client.call(method, args, result_type, fds, wait_forever, timeout)
             return cast(R, result), out
         except Exception as e:
             if repeated and method in SETTLED_BY and (settled := _settled(obj, method, args, e)) is not None:
