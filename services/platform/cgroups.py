@@ -1,16 +1,14 @@
 """Container cgroups: creation, limits, membership, freezing, statistics and removal.
 
 This module owns every cgroup directory zerovisor makes for a container, at
-``<root>/zerovisor/<name>``, on both layouts a host may have:
+``<root>/zerovisor/<name>``, on both layouts a host may have (cgroup_layout finds which):
 
-- cgroup v2: one unified hierarchy mounted at the root, with the memory, cpu and pids
-  controllers enabled down to the container's directory through ``cgroup.subtree_control``;
-- cgroup v1, alone or hybrid (v2 mounted beside the v1 hierarchies, usually at
-  ``<root>/unified``, carrying no controller we need): one directory per controller hierarchy
-  (memory, cpu, cpuacct, pids, freezer).
+- cgroup v2: one directory in the unified hierarchy, with the memory, cpu and pids
+  controllers enabled down to it through ``cgroup.subtree_control``;
+- cgroup v1, alone or hybrid: one directory per controller hierarchy (memory, cpu, cpuacct,
+  pids, freezer).
 
-The layout comes from /proc/self/mountinfo. Limits are converted the way runc converts them,
-so a config.json means the same thing here as under runc.
+Reading, writing and converting the values of single cgroup files is cgroup_files' job.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import signal
 import time
 from collections.abc import Callable
@@ -27,22 +24,16 @@ from dataclasses import dataclass
 
 from common.errors import InvalidArgument, NotFound
 from common.messages.spec import Resources
+from services.platform.cgroup_files import cpu_weight, parse_keyed, parse_limit, read_file, swap_max, write_file
+from services.platform.cgroup_layout import DEFAULT_ROOT, UNIFIED, V1_CONTROLLERS, Layout, detect_layout
 
 log = logging.getLogger(__name__)
 
-#: Where the hierarchies are mounted unless a caller says otherwise.
-DEFAULT_ROOT = "/sys/fs/cgroup"
 #: Directory under each hierarchy holding every zerovisor group; shared, so never removed.
 PREFIX = "zerovisor"
-#: The v1 hierarchies a container joins.
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "freezer")
 #: The v2 controllers enabled for a container, where the parent offers them.
 V2_CONTROLLERS = ("memory", "cpu", "pids")
-#: Key of the one directory in `Cgroup.paths()` on v2 (runc's convention).
-UNIFIED = ""
 
-# v1 reports "no limit" as PAGE_COUNTER_MAX pages, just under 2**63.
-_V1_UNLIMITED = 1 << 62
 # OCI: -1 means unlimited for a limit; shares and period have no such value.
 _LOWEST = {"memory_limit": -1, "memory_swap": -1, "cpu_quota": -1, "pids_limit": -1, "cpu_shares": 0, "cpu_period": 0}
 
@@ -61,102 +52,6 @@ class CgroupStats:
     pids_current: int
     #: Task limit; None when unlimited.
     pids_limit: int | None
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where the cgroup hierarchies are mounted."""
-
-    #: True when one cgroup v2 hierarchy is mounted at the root.
-    unified: bool
-    #: Controller -> mount point; on v2 the only key is UNIFIED.
-    mounts: dict[str, str]
-
-
-def parse_mountinfo(text: str, root: str = DEFAULT_ROOT) -> Layout:
-    """The layout a /proc/PID/mountinfo text describes for the hierarchies under root.
-
-    A cgroup2 mount at root means v2. Otherwise each v1 ("cgroup") mount below root is listed
-    under every controller of its super options, so co-mounted controllers ("cpu,cpuacct")
-    share a mount point, and a cgroup2 mount elsewhere (hybrid) is ignored.
-    """
-    root = os.path.normpath(root)
-    mounts: dict[str, str] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        # Optional fields (shared:N, master:N) vary in number: find the "-" separator.
-        if "-" not in fields[5:] or len(fields) < fields.index("-", 5) + 4:
-            continue
-        sep = fields.index("-", 5)
-        # Mount points escape space, tab, newline and backslash as \ooo.
-        mountpoint = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
-        if fields[sep + 1] == "cgroup2" and mountpoint == root:
-            return Layout(unified=True, mounts={UNIFIED: root})
-        if fields[sep + 1] == "cgroup" and mountpoint.startswith(root + "/"):
-            for opt in fields[sep + 3].split(","):
-                mounts.setdefault(opt, mountpoint)
-    return Layout(unified=False, mounts={c: m for c, m in mounts.items() if c in V1_CONTROLLERS})
-
-
-def detect_layout(root: str = DEFAULT_ROOT) -> Layout:
-    """The layout of this host's hierarchies under root, from /proc/self/mountinfo."""
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return parse_mountinfo(f.read(), root)
-
-
-def cpu_weight(shares: int) -> int:
-    """v1 cpu.shares (2..262144) -> v2 cpu.weight (1..10000), runc's linear mapping."""
-    return 1 + ((shares - 2) * 9999) // 262142
-
-
-def swap_max(memory: int | None, swap: int | None) -> str | None:
-    """v2 memory.swap.max for OCI limits (swap counts memory+swap); None leaves it alone.
-
-    runc's ConvertMemorySwapToCgroupV2Value: -1 is unlimited, 0 or None unset.
-    """
-    if not swap:
-        return None
-    if swap == -1 or memory == -1:
-        return "max"
-    if not memory:
-        raise InvalidArgument("a memory_swap limit needs a memory_limit")
-    if swap < memory:
-        raise InvalidArgument(f"memory_swap {swap} is below memory_limit {memory}")
-    return str(swap - memory)
-
-
-def write_file(path: str, value: str) -> None:
-    """Write value to one cgroup file in a single write(2); a refusal names the file."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, value.encode())
-        finally:
-            os.close(fd)
-    except OSError as e:
-        raise OSError(e.errno, f"writing {value!r}: {e.strerror}", path) from e
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="ascii") as f:
-        return f.read().strip()
-
-
-def _keyed(text: str | None) -> dict[str, int]:
-    """Parse "key value" lines (cpu.stat, memory.events, cgroup.events, oom_control)."""
-    out: dict[str, int] = {}
-    for line in (text or "").splitlines():
-        key, _, value = line.partition(" ")
-        with suppress(ValueError):
-            out[key] = int(value)
-    return out
-
-
-def _limit(text: str | None) -> int | None:
-    """A limit file's value; None for "max", v1's near-2**63 "unlimited" or an absent file."""
-    if text is None or text == "max" or int(text) >= _V1_UNLIMITED:
-        return None
-    return int(text)
 
 
 def _relpath(name: str) -> str:
@@ -261,7 +156,7 @@ class Cgroup:
     def _read_opt(self, controller: str, filename: str) -> str | None:
         """A statistics file, or None where the controller or the file is absent."""
         try:
-            return _read(self._file(controller, filename))
+            return read_file(self._file(controller, filename))
         except FileNotFoundError:  # also what _file() raises for a missing hierarchy
             return None
 
@@ -286,8 +181,8 @@ class Cgroup:
                     raise
 
     def _enable_controllers(self, parent: str) -> None:
-        offered = _read(os.path.join(parent, "cgroup.controllers")).split()
-        enabled = _read(os.path.join(parent, "cgroup.subtree_control")).split()
+        offered = read_file(os.path.join(parent, "cgroup.controllers")).split()
+        enabled = read_file(os.path.join(parent, "cgroup.subtree_control")).split()
         if want := [c for c in V2_CONTROLLERS if c in offered and c not in enabled]:
             write_file(os.path.join(parent, "cgroup.subtree_control"), " ".join(f"+{c}" for c in want))
 
@@ -310,7 +205,7 @@ class Cgroup:
             if r.memory_swap and self._has_swap("memory.memsw.limit_in_bytes"):
                 # The kernel keeps memsw >= memory at every step, so the order depends on
                 # whether memsw grows or shrinks (runc does the same).
-                current = int(_read(self._file("memory", "memory.memsw.limit_in_bytes")))
+                current = int(read_file(self._file("memory", "memory.memsw.limit_in_bytes")))
                 grows = r.memory_swap == -1 or current < r.memory_swap
                 writes.insert(0 if grows else 1, ("memory.memsw.limit_in_bytes", str(r.memory_swap)))
             for filename, value in writes:
@@ -343,7 +238,7 @@ class Cgroup:
         for top in self._tops:
             for dirpath, _, _ in os.walk(top):
                 with suppress(FileNotFoundError):
-                    found.update(int(p) for p in _read(os.path.join(dirpath, "cgroup.procs")).split())
+                    found.update(int(p) for p in read_file(os.path.join(dirpath, "cgroup.procs")).split())
         return sorted(found)
 
     def freeze(self, timeout: float = 5.0) -> None:
@@ -381,13 +276,13 @@ class Cgroup:
     def frozen(self) -> bool:
         """True while the kernel reports the whole group frozen."""
         if self._unified:
-            return _keyed(_read(self._file("freezer", "cgroup.events"))).get("frozen") == 1
-        return _read(self._file("freezer", "freezer.state")) == "FROZEN"
+            return parse_keyed(read_file(self._file("freezer", "cgroup.events"))).get("frozen") == 1
+        return read_file(self._file("freezer", "freezer.state")) == "FROZEN"
 
     def stats(self) -> CgroupStats:
         """Current usage and limits; a controller that is not there reads as 0 / unlimited."""
         if self._unified:
-            cpu = _keyed(self._read_opt("cpu", "cpu.stat")).get("usage_usec", 0) * 1000
+            cpu = parse_keyed(self._read_opt("cpu", "cpu.stat")).get("usage_usec", 0) * 1000
             usage, limit = self._read_opt("memory", "memory.current"), self._read_opt("memory", "memory.max")
         else:
             cpu = int(self._read_opt("cpuacct", "cpuacct.usage") or 0)
@@ -396,15 +291,15 @@ class Cgroup:
         return CgroupStats(
             cpu_usage_ns=cpu,
             memory_usage=int(usage or 0),
-            memory_limit=_limit(limit),
+            memory_limit=parse_limit(limit),
             pids_current=int(self._read_opt("pids", "pids.current") or 0),
-            pids_limit=_limit(self._read_opt("pids", "pids.max")),
+            pids_limit=parse_limit(self._read_opt("pids", "pids.max")),
         )
 
     def oom_killed(self) -> int:
         """How many processes the OOM killer has killed in this group."""
         text = self._read_opt("memory", "memory.events" if self._unified else "memory.oom_control")
-        return _keyed(text).get("oom_kill", 0)
+        return parse_keyed(text).get("oom_kill", 0)
 
     def destroy(self, timeout: float = 5.0) -> None:
         """Kill what still runs in the group and remove its directories, deepest first.

@@ -20,18 +20,9 @@ import pytest
 
 from common.errors import InvalidArgument, NotFound
 from common.messages.spec import Resources
-from services.platform.cgroups import (
-    DEFAULT_ROOT,
-    PREFIX,
-    UNIFIED,
-    Cgroup,
-    CgroupStats,
-    Layout,
-    cpu_weight,
-    detect_layout,
-    parse_mountinfo,
-    swap_max,
-)
+from services.platform.cgroup_files import cpu_weight, swap_max
+from services.platform.cgroup_layout import DEFAULT_ROOT, UNIFIED, Layout, detect_layout, parse_mountinfo
+from services.platform.cgroups import PREFIX, Cgroup, CgroupStats
 
 MiB = 1 << 20
 

@@ -28,7 +28,7 @@ from common.messages.spec import ContainerSpec
 from common.rundir import RunDir
 from tests.rootfs import make_rootfs
 from tests.unit.platform import supervisor
-from tests.unit.platform.test_stub import base_spec
+from tests.unit.platform.stub_runner import base_spec
 
 REPO = Path(__file__).resolve().parents[3]
 

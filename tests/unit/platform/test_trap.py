@@ -22,7 +22,7 @@ import pytest
 from services.platform.filters import DENIED_SYSCALLS
 from services.platform.linux import CAPABILITIES
 from tests.rootfs import make_rootfs
-from tests.unit.platform.test_stub import Run, base_spec, run_container, sh, with_process
+from tests.unit.platform.stub_runner import Run, base_spec, run_container, sh, with_process
 
 # x86_64 numbers.
 NR_EXECVE = 59
