@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import struct
 
@@ -30,12 +31,19 @@ def _field(text: str) -> bytes:
     return text.encode()[: _UTS_FIELD - 1].ljust(_UTS_FIELD, b"\0")
 
 
+@functools.lru_cache(maxsize=256)
+def _utsname(hostname: str, release: str) -> bytes:
+    """struct utsname as a container sees it; cached, because uname is called in loops and the
+    hot path should not build it every time."""
+    return b"".join(
+        _field(value)
+        for value in (_HOST_UNAME.sysname, hostname, release, _HOST_UNAME.version, _HOST_UNAME.machine, "(none)")
+    )
+
+
 def _uname(sv: Supervisor, call: Call) -> None:
     w = call.w
-    data = b"".join(
-        _field(value)
-        for value in (_HOST_UNAME.sysname, w.hostname, w.release, _HOST_UNAME.version, _HOST_UNAME.machine, "(none)")
-    )
+    data = _utsname(w.hostname, w.release)
     sv.check_alive(call)  # never write into a process that took over a dead task's pid
     sv.mem.write(call.pid, call.args[0], data)
     sv.reply(call, 0)
