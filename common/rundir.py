@@ -12,6 +12,8 @@ Layout of ``$RUN`` (mode 0700, owned by the service user, so the sandbox never s
     platform-events.zmq  the platform's PUB endpoint for task exits
     exits/           exits the fork server reaped, one JSON file per pid, written durably and
                      kept until the container is destroyed
+    hostnames/       <id>.hostname: a hostname a container set, kept by the sentry for its next
+                     instance until the container is deleted
 """
 
 from __future__ import annotations
@@ -85,6 +87,12 @@ class RunDir:
     def forkserver_socket(self) -> Path:
         """Where the platform's fork server listens for its platform."""
         return self.path / f"{FORKSERVER}.sock"
+
+    def hostname_path(self, cid: str) -> Path:
+        """Where the sentry keeps the hostname a container set (sethostname), for its next
+        instance: a restart must not change what uname tells the container."""
+        # A suffix: ids may be "." or "..", which must not name a directory.
+        return self.path / "hostnames" / f"{cid}.hostname"
 
     def log_path(self, service: str) -> Path:
         """Where `controller up` sends the service's log."""

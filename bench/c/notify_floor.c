@@ -19,13 +19,13 @@
  * bench passes); -1 leaves it unpinned. Exits with the program's status.
  */
 #define _GNU_SOURCE
+#include "selftime.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -159,13 +159,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     int cpu = atoi(argv[1]);
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) != 0)
-            die("sched_setaffinity");
-    }
+    if (pin_to(cpu) != 0)
+        return 1;
     if (uname(&answer) != 0)
         die("uname");
     int socks[2];

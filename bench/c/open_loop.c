@@ -5,24 +5,16 @@
  * natively. It times itself with CLOCK_MONOTONIC around the loop, so process and container
  * start-up stay out of the number. CPU >= 0 pins it there first (-1: unpinned).
  */
-#define _GNU_SOURCE
+#include "selftime.h"
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Pairs before the clock starts: the first open creates the file (write mode) and fills
  * caches on every side (dentries, the supervisor's per-task state). */
 #define WARMUP 16
-
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
 
 static int pair(const char *path, int flags) {
     int fd = open(path, flags, 0644);
@@ -58,15 +50,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "N must be > 0\n");
         return 2;
     }
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) != 0) {
-            perror("sched_setaffinity");
-            return 1;
-        }
-    }
+    if (pin_to(cpu) != 0)
+        return 1;
     for (int i = 0; i < WARMUP; i++) {
         if (pair(path, flags) != 0) {
             return 1;

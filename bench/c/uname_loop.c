@@ -6,24 +6,16 @@
  * container start-up stay out of the number. CPU >= 0 pins it there first (-1: unpinned). It
  * is a raw syscall(SYS_uname): libc could cache or vDSO-answer a call, the kernel will not.
  */
-#define _GNU_SOURCE
-#include <sched.h>
+#include "selftime.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
 /* Calls before the clock starts: fault in the stack and the supervisor's per-task state
  * (its /proc/PID/mem fd, its caches), which a first call pays once. */
 #define WARMUP 16
-
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
 
 int main(int argc, char **argv) {
     if (argc < 2 || argc > 3) {
@@ -36,15 +28,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "N must be > 0\n");
         return 2;
     }
-    if (cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpu, &set);
-        if (sched_setaffinity(0, sizeof set, &set) != 0) {
-            perror("sched_setaffinity");
-            return 1;
-        }
-    }
+    if (pin_to(cpu) != 0)
+        return 1;
     struct utsname u;
     for (int i = 0; i < WARMUP; i++) {
         if (syscall(SYS_uname, &u) != 0) {

@@ -139,10 +139,13 @@ class Kernel:
             raise ServiceUnavailable("the sentry's supervisor is not running")
         if ctr.view is None:
             spec = ctr.spec
+            kept = self.run_dir.hostname_path(ctr.cid)
             ctr.view = Watched(
                 cid=ctr.cid,
                 mounts=MountTable(spec),
-                hostname=spec.hostname or "",
+                # A hostname the container set survives a sentry restart.
+                hostname=kept.read_text() if kept.exists() else spec.hostname or "",
+                hostname_file=kept,
                 release=spec.annotations.get(KERNEL_RELEASE_ANNOTATION, DEFAULT_KERNEL_RELEASE),
                 memory_limit=spec.resources.memory_limit,
                 strace=ctr.strace,

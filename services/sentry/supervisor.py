@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -57,6 +58,8 @@ class Watched:
     strace: bool = False
     #: Trapped syscalls by family (the container's own dict: it outlives the listener).
     counts: dict[str, int] = field(default_factory=dict)
+    #: Where a hostname the container sets is kept for a restarted sentry (RunDir.hostname_path).
+    hostname_file: Path | None = None
 
 
 class Call:

@@ -171,3 +171,13 @@ def test_a_repeated_move_refused_because_the_first_took_effect_counts_as_done(zv
     assert _settled(obj, "Containers.Delete", IdArgs(id="x"), gone) == (None,)
     assert _settled(obj, "Containers.Delete", IdArgs(id="m"), gone) is None  # still there
     ServiceManager(RunDir.at(zv.root), str(zv.root)).stop()
+
+
+def test_a_hostname_the_container_set_survives_a_sentry_restart(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "h")
+    zv("exec", "--cap", "CAP_SYS_ADMIN", "h", "hostname", "renamed")
+    kill_service(zv, "sentry")
+    zv("up")
+    assert zv("exec", "h", "uname", "-n").stdout == "renamed\n"
+    zv("delete", "-f", "h")
+    assert not RunDir.at(zv.root).hostname_path("h").exists()

@@ -170,6 +170,7 @@ class Lifecycle:
         self._k.platform.call("Platform.Destroy", ContainerRef(cid=args.cid))
         self._k.sweep()
         self._detach(args.cid)
+        self._k.run_dir.hostname_path(args.cid).unlink(missing_ok=True)
         del self._k.table[args.cid]
         self._k.publish(ctr, "delete")
 

@@ -13,6 +13,7 @@ import errno
 import functools
 import os
 import struct
+from pathlib import Path
 
 from services.sentry.supervisor import Call, Handler, Supervisor
 
@@ -67,8 +68,19 @@ def _sethostname(sv: Supervisor, call: Call) -> None:
         return
     name = sv.mem.read(call.pid, call.args[0], length) if length else b""
     sv.check_alive(call)
-    call.w.hostname = name.split(b"\0", 1)[0].decode(errors="replace")
+    hostname = name.split(b"\0", 1)[0].decode(errors="replace")
+    if call.w.hostname_file is not None:
+        _keep(call.w.hostname_file, hostname)  # before the task sees it set
+    call.w.hostname = hostname
     sv.reply(call, 0)
+
+
+def _keep(path: Path, hostname: str) -> None:
+    """Write hostname to path atomically (a restarted sentry reads it whole or not at all)."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(hostname)
+    os.replace(tmp, path)
 
 
 def _sysinfo(sv: Supervisor, call: Call) -> None:
