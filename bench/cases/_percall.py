@@ -119,8 +119,10 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.zv.down()
 
-    def run(self, args: Sequence[str], placement: Placement) -> float:
-        """Run args as a container in placement; the microseconds per call it printed.
+    def run(self, args: Sequence[str], placement: Placement, answered_by: str = "") -> float:
+        """Run args as a container in placement; the microseconds per call it printed. With
+        answered_by, its output must contain that text (proof that the sandbox, not the host
+        kernel, answered the calls).
 
         The program pins itself (its argv carries placement.cpu); the services are pinned here
         and given back their CPUs afterwards, so that the next variant starts from free."""
@@ -141,6 +143,8 @@ class Sandbox:
         finally:
             for pid, cpus in zip(pids, before, strict=True):
                 pin(pid, cpus)
+        if answered_by not in proc.stdout:
+            raise BenchError(f"container {args[0]} printed {proc.stdout!r}, without {answered_by!r}: not zerovisor's")
         return per_call_us(proc.stdout, f"container {args[0]}")
 
     def _log_tails(self, lines: int = 15) -> str:

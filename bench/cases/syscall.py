@@ -22,6 +22,7 @@ import shutil
 
 from bench.cases._percall import Placement, Sandbox, placements, run_host
 from bench.harness import Bench, Result
+from services.sentry.kernel import DEFAULT_KERNEL_RELEASE
 
 CASE = "trapped uname"
 TARGET = "<= 2x C floor now, <= 1.2x later; faster than proot"
@@ -69,7 +70,7 @@ def measure(bench: Bench) -> list[Result]:
                 CASE,
                 p.variant("zerovisor"),
                 "us",
-                bench.repeat(functools.partial(sandbox.run, [LOOP, str(zv_n), p.arg], p)),
+                bench.repeat(functools.partial(sandbox.run, [LOOP, str(zv_n), p.arg], p, DEFAULT_KERNEL_RELEASE)),
                 baselines=(p.variant("C floor"), "native", p.variant("proot")),
                 target=TARGET,
                 note=f"{note(zv_n)}; sentry pinned with it" if p.cpu >= 0 else note(zv_n),

@@ -118,11 +118,11 @@ def controller_call_with_fds(
     from common.errors import is_unavailable
 
     deadline = time.monotonic() + RETRY_TIMEOUT
+    timeout = QUERY_TIMEOUT if method in QUERIES else None
     repeated = False
     while True:
         try:
             with controller_client(obj) as client:
-                timeout = QUERY_TIMEOUT if method in QUERIES else None
                 result, out = client.call(method, args, result_type, fds, wait_forever, timeout)
             return cast(R, result), out
         except Exception as e:

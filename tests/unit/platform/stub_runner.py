@@ -12,7 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from services.controller.oci import default_config
+
 REPO = Path(__file__).resolve().parents[3]
+#: The mounts of `runc spec`'s default config that the stub tests' containers get.
+STUB_MOUNTS = ("/proc", "/dev", "/dev/pts", "/dev/shm", "/sys")
 
 
 def base_spec(rootfs: Path, args: list[str], **overrides: Any) -> dict[str, Any]:
@@ -28,28 +32,7 @@ def base_spec(rootfs: Path, args: list[str], **overrides: Any) -> dict[str, Any]
             "no_new_privileges": True,
         },
         "hostname": "zerovisor-test",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {
-                "destination": "/dev",
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-            },
-            {
-                "destination": "/dev/pts",
-                "type": "devpts",
-                "source": "devpts",
-                "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-            },
-            {
-                "destination": "/dev/shm",
-                "type": "tmpfs",
-                "source": "shm",
-                "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-            },
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        ],
+        "mounts": [m for m in default_config()["mounts"] if m["destination"] in STUB_MOUNTS],
         "namespaces": ["pid", "network", "ipc", "uts", "mount"],
         "masked_paths": ["/proc/kcore", "/proc/keys", "/sys/firmware"],
         "readonly_paths": ["/proc/sys", "/proc/sysrq-trigger"],
