@@ -106,6 +106,16 @@ class SignalProcessArgs:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessRef:
+    """Arguments naming one exec'd process by host pid (Platform.ReleaseConsole)."""
+
+    #: Container id.
+    cid: str
+    #: The process's host pid.
+    host_pid: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PidsResult:
     """Host pids of a container's processes."""
 

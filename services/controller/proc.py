@@ -111,6 +111,11 @@ class Proc:
         result, fds = self._sentry.call_with_fds("Proc.Exec", resolved, ExecResult, fds=args.fds)
         return dataclasses.replace(result, fds=fds)
 
+    def release_console(self, args: ProcessArgs) -> None:
+        """The CLI of `exec --tty` holds the process's pty master: the copy kept in case the
+        reply that carried it was lost can go."""
+        self._sentry.call("Proc.ReleaseConsole", args)
+
     def wait_pid(self, args: ProcessArgs) -> Deferred[ProcessExit]:
         """The exit of an exec'd process, once it has exited (asked again, the same status)."""
         answer: Deferred[ProcessExit] = Deferred()

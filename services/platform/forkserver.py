@@ -35,6 +35,7 @@ from common.messages.platform import (
     ListenersArgs,
     ListenersResult,
     PidsResult,
+    ProcessRef,
     ReleaseResult,
     SignalArgs,
     SignalProcessArgs,
@@ -47,6 +48,7 @@ from common.messages.spec import ContainerSpec
 from services.platform import exec_stub, hooks
 from services.platform import stub as stubs
 from services.platform.cgroups import Cgroup
+from services.platform.consoles import HeldConsoles
 from services.platform.execplan import plan_for
 from services.platform.exits import ExitLog
 from services.platform.stub_child import hook_state
@@ -108,6 +110,8 @@ class ForkServer:
         self.exec_listeners: dict[int, int] = {}
         #: Sync sockets of released trapping inits, by fd, read until EOF for late failures.
         self.late: dict[int, stubs.Stub] = {}
+        #: The pty master of each exec'd process whose CLI may not have it yet (consoles.py).
+        self.consoles = HeldConsoles()
 
     def launch(self, args: LaunchArgs) -> LaunchResult:
         """Create the init of a container; it waits, set up, for release()."""
@@ -172,20 +176,37 @@ class ForkServer:
         self._watch(spawned.stub)
         fds = [os.dup(spawned.listener)]
         if spawned.console is not None:
+            if args.token:
+                self.consoles.keep(spawned.stub.pid, spawned.console)
             fds.append(spawned.console)
         # The Dispatcher sends the files on and closes them.
         return ExecStarted(pid=spawned.ns_pid, host_pid=spawned.stub.pid, fds=fds)
 
     def _exec_of(self, cid: str, token: str) -> ExecStarted | None:
-        """What an earlier Exec with this token started (a dup of its listener while its filter
-        is in use), or None."""
+        """What an earlier Exec with this token started, or None: with a dup of its listener
+        while its filter is in use and then, while it is kept, a dup of its pty master."""
         if not token:
             return None
         found = next((e for e in self.execs.values() if e.cid == cid and e.token == token), None)
         if found is None:
             return None
         kept = self.exec_listeners.get(found.host_pid)
-        return ExecStarted(pid=found.ns_pid, host_pid=found.host_pid, fds=[os.dup(kept)] if kept is not None else [])
+        if kept is None:
+            return ExecStarted(pid=found.ns_pid, host_pid=found.host_pid)
+        fds = [os.dup(kept)]
+        master = self.consoles.dup(found.host_pid)
+        if master is not None:
+            fds.append(master)
+        # The Dispatcher sends the files on and closes them.
+        return ExecStarted(pid=found.ns_pid, host_pid=found.host_pid, fds=fds)
+
+    def release_console(self, args: ProcessRef) -> None:
+        """The CLI of an exec'd process holds its pty master: close ours, so that the process
+        sees its terminal hang up when that CLI goes (a no-op once it is closed)."""
+        execd = self.execs.get(args.host_pid)
+        if execd is None or execd.cid != args.cid:
+            raise NotFound(f"container {args.cid!r} has no exec'd process {args.host_pid}")
+        self.consoles.release(args.host_pid)
 
     def listeners(self, args: ListenersArgs) -> ListenersResult:
         """A dup of every listener still in use (of the containers in args.cids, if given);
@@ -331,6 +352,7 @@ class ForkServer:
         self.exit_log.forget(cid, [*exec_pids, *([init_pid] if init_pid else [])])
         for pid in exec_pids:
             del self.execs[pid]
+            self.consoles.release(pid)
         cgroup = self.cgroups.pop(cid, None)
         task = self.live.pop(cid, None)
         if task is not None and task.stub is not None:

@@ -71,6 +71,7 @@ def reap(server: ForkServer) -> list[TaskExit]:
             del server.live[cid]
         elif execd is not None:
             cid, ns_pid = execd.cid, execd.ns_pid
+            server.consoles.release(pid)  # nobody is left to read it
         else:
             continue  # a child we no longer know
         if cid not in server.cgroups:
@@ -182,6 +183,7 @@ def serve(listener: socket.socket, run_dir: Path) -> None:
                     return
         for event in reap(server):
             link.send(encode_event("exit", event))
+        server.consoles.expire(time.monotonic())
     log.info("SIGTERM: fork server kills its containers and exits")
     link.drop()
     shutdown(server)

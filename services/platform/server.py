@@ -30,6 +30,7 @@ from common.messages.platform import (
     ListenersArgs,
     ListenersResult,
     PidsResult,
+    ProcessRef,
     ReleaseResult,
     SignalArgs,
     SignalProcessArgs,
@@ -228,6 +229,11 @@ class Platform:
             fdpass.close_all(received)
             raise
         return result
+
+    def release_console(self, args: ProcessRef) -> None:
+        """The CLI of an exec'd process holds its pty master: the fork server drops the copy it
+        kept for a repeated Exec."""
+        self._fs.call("ForkServer.ReleaseConsole", args)
 
     def signal_process(self, args: SignalProcessArgs) -> None:
         """Signal one process of a container, or its terminal's foreground process group."""

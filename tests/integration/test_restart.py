@@ -1,5 +1,5 @@
 """What a restart must not lose or double, each on real services, made to happen on purpose
-rather than by a random kill: a repeated exec or create request, a create that a sentry death
+rather than by a random kill: a repeated exec (with a terminal too) or create request, a create that a sentry death
 cut short, a record a controller death left "creating", and a repeated start, pause or delete."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from services.controller import oci
 from services.controller.commands.base import CliContext, _settled
 from services.controller.registry import ContainerRecord, Registry
 from services.controller.services import ServiceManager
+from tests.integration.test_exec_tty import read_until
 from tests.integration.zerovisor import Zerovisor, sh
 
 pytestmark = pytest.mark.integration
@@ -78,6 +79,45 @@ def test_a_repeated_exec_request_runs_the_process_once(zv: Zerovisor, tmp_path: 
         os.close(out)
     assert [w.exit_code for w in waits] == [5, 5]
     assert (tmp_path / "out").read_text() == "ran\n"  # one process, one line
+
+
+def test_a_repeated_exec_on_a_terminal_gets_the_master_back(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "c")
+    request = ExecRequest(id="c", args=["sh", "-c", "read line; echo got $line; exit 3"], tty=True, token="tty")
+    controller_path = RunDir.at(zv.root).socket_path("controller")
+    with FdClient(controller_path, timeout=60) as controller:
+        first, lost = controller.call("Proc.Exec", request, ExecResult)
+    assert len(lost) == 1
+    fdpass.close_all(lost)  # the reply that carried it was "lost", and every copy on its way
+    kill_service(zv, "sentry")  # a restarted sentry finds the process by its token too
+    zv("up")
+    with FdClient(controller_path, timeout=60) as controller:
+        again, fds = controller.call("Proc.Exec", request, ExecResult)
+        assert (again.pid, again.host_pid) == (first.pid, first.host_pid) and len(fds) == 1
+        master = fds[0]
+        try:
+            controller.call("Proc.ReleaseConsole", ProcessArgs(cid="c", pid=first.pid))
+            os.set_blocking(master, False)
+            os.write(master, b"hello\n")  # the terminal never hung up: the shell still reads it
+            assert b"got hello" in read_until(master, b"got hello")
+            done, _ = controller.call(
+                "Proc.WaitPid", ProcessArgs(cid="c", pid=first.pid), ProcessExit, wait_forever=True
+            )
+        finally:
+            os.close(master)
+    assert done.exit_code == 3
+
+
+def test_a_released_master_hangs_up_the_terminal_when_closed(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "c")
+    request = ExecRequest(id="c", args=["sleep", "1000"], tty=True, token="tty")
+    with FdClient(RunDir.at(zv.root).socket_path("controller"), timeout=60) as controller:
+        started, fds = controller.call("Proc.Exec", request, ExecResult)
+        assert len(fds) == 1
+        controller.call("Proc.ReleaseConsole", ProcessArgs(cid="c", pid=started.pid))
+        os.close(fds[0])  # the CLI went: nothing else holds the master, as with runc
+        done, _ = controller.call("Proc.WaitPid", ProcessArgs(cid="c", pid=started.pid), ProcessExit, wait_forever=True)
+    assert done.exit_code == 128 + signal.SIGHUP
 
 
 def create_call(zv: Zerovisor, bundle: Path, cid: str, token: str, **flags: bool) -> CreateResult:

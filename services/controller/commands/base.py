@@ -29,9 +29,9 @@ RETRY_TIMEOUT = 60.0
 #: The pause between two attempts.
 RETRY_PAUSE = 0.2
 #: Calls sent again when the controller, or a service behind it, went away before answering:
-#: those that read, those whose repetition changes nothing more (a signal), and Containers.Create
-#: and Proc.Exec, whose token makes a repeated request find what the first one made. The others
-#: fail with the error: their first attempt may or may not have taken effect.
+#: those that read, those whose repetition changes nothing more (a signal, ReleaseConsole), and
+#: Containers.Create and Proc.Exec, whose token makes a repeated request find what the first one
+#: made. The others fail with the error: their first attempt may or may not have taken effect.
 RETRIED = frozenset(
     {
         "Containers.Create",
@@ -41,6 +41,7 @@ RETRIED = frozenset(
         "Containers.Kill",
         "Proc.Ps",
         "Proc.Exec",
+        "Proc.ReleaseConsole",
         "Proc.WaitPid",
         "Proc.SignalProcess",
     }

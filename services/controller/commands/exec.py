@@ -27,7 +27,7 @@ from services.controller.commands.base import CliContext, controller_call, contr
 from services.controller.commands.create import console_socket_option
 
 if TYPE_CHECKING:
-    from common.messages.proc import ExecRequest
+    from common.messages.proc import ExecRequest, ProcessArgs
 
 #: Signals forwarded to the process (to its terminal's foreground group with a terminal).
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -245,6 +245,8 @@ def _run(
             relay.start()
             signal.signal(signal.SIGWINCH, lambda _signo, _frame: relay.resize() if relay else None)
         cid, pid, foreground = request.id, result.pid, master is not None
+        if master is not None:
+            _release_console(obj, ProcessArgs(cid=cid, pid=pid))
 
         def forward(signo: int, _frame: FrameType | None) -> None:
             args = SignalProcessArgs(cid=cid, pid=pid, signo=signo, foreground=foreground)
@@ -263,6 +265,19 @@ def _run(
         relay.wait(timeout=5.0)  # the last output may still be on its way
         relay.close()
     return int(status.exit_code or 0)
+
+
+def _release_console(obj: CliContext, process: ProcessArgs) -> None:
+    """Tell the fork server we hold the pty master, so that it drops the copy it kept in case
+    the reply carrying it was lost (until then, our exit would not hang up the terminal)."""
+    from common.errors import ErrCode, ZerovisorError, has_code
+
+    try:
+        controller_call(obj, "Proc.ReleaseConsole", process)
+    except ZerovisorError as e:
+        if not has_code(e, ErrCode.NOT_FOUND):
+            raise
+        # The process, or its container, is gone already, and its terminal with it.
 
 
 def _detach(obj: CliContext, pid_file: str | None) -> int:

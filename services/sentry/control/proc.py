@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from common import fdpass
 from common.errors import NotFound
-from common.messages.platform import ContainerRef, PidsResult
+from common.messages.platform import ContainerRef, PidsResult, ProcessRef
 from common.messages.platform import SignalProcessArgs as PlatformSignal
 from common.messages.proc import (
     ExecArgs,
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class Proc:
-    """Process calls of the controller: Ps, Exec, ExitStatus, SignalProcess."""
+    """Process calls of the controller: Ps, Exec, ReleaseConsole, ExitStatus, SignalProcess."""
 
     domain = "Proc"
 
@@ -46,15 +47,29 @@ class Proc:
         ctr.require("exec in", RUNNING)
         args.check()
         earlier = next((pid for pid, p in ctr.execs.items() if args.token and p.token == args.token), None)
-        if earlier is not None:
+        if earlier is not None and not args.terminal:
             # The same request again: its reply was lost to a restart. The same process answers.
             return ExecResult(pid=earlier, host_pid=ctr.execs[earlier].host_pid)
+        # With a terminal, a repeated request goes on to the fork server too: it kept the pty
+        # master (services/platform/consoles.py) and finds the process by the token.
         started, fds = self._k.platform.call_with_fds("Platform.Exec", args, ExecStarted, fds=args.fds)
-        ctr.execs[started.pid] = ExecProcess(host_pid=started.host_pid, token=args.token)
-        if fds:
-            # The process waits in its trapped exec until its listener is served.
-            self._k.watch(ctr, fds[:1])
+        if earlier is not None:
+            fdpass.close_all(fds[:1])  # its listener is watched already
+        else:
+            ctr.execs[started.pid] = ExecProcess(host_pid=started.host_pid, token=args.token)
+            if fds:
+                # The process waits in its trapped exec until its listener is served.
+                self._k.watch(ctr, fds[:1])
         return ExecResult(pid=started.pid, host_pid=started.host_pid, fds=fds[1:])
+
+    def release_console(self, args: ProcessArgs) -> None:
+        """The CLI of an exec'd process holds its pty master: the fork server's copy can go."""
+        ctr = self._k.get(args.cid)
+        process = ctr.execs.get(args.pid)
+        if process is None:
+            raise NotFound(f"container {args.cid!r} has no exec'd process {args.pid}")
+        if process.exit_code is None:
+            self._k.platform.call("Platform.ReleaseConsole", ProcessRef(cid=args.cid, host_pid=process.host_pid))
 
     def exit_status(self, args: ProcessArgs) -> ProcessExit:
         """Whether an exec'd process has exited, and its status once it has.
