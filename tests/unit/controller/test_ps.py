@@ -126,7 +126,7 @@ def domain(registry: Registry, sentry: FakeSentry) -> Proc:
 def test_only_the_calls_are_rpcs(registry: Registry) -> None:
     reg = RpcRegistry()
     reg.register(domain(registry, FakeSentry("running")))
-    assert reg.names() == ["Proc.Exec", "Proc.Ps", "Proc.SignalProcess", "Proc.WaitPid"]
+    assert reg.names() == ["Proc.Exec", "Proc.Ps", "Proc.ReleaseConsole", "Proc.SignalProcess", "Proc.WaitPid"]
 
 
 @pytest.mark.parametrize("status", ["created", "running", "paused"])

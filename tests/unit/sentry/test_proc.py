@@ -43,7 +43,7 @@ def kernel_with(tmp_path: Path, status: str, pids: list[int], uid_mappings: list
 def test_only_the_calls_are_rpcs() -> None:
     reg = Registry()
     reg.register(Proc(cast(Kernel, object())))
-    assert reg.names() == ["Proc.Exec", "Proc.ExitStatus", "Proc.Ps", "Proc.SignalProcess"]
+    assert reg.names() == ["Proc.Exec", "Proc.ExitStatus", "Proc.Ps", "Proc.ReleaseConsole", "Proc.SignalProcess"]
 
 
 @pytest.mark.parametrize("status", [CREATED, RUNNING, PAUSED])
