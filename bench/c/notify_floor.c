@@ -6,8 +6,9 @@
  * SECCOMP_RET_USER_NOTIF for uname and ALLOW for everything else (KILL_PROCESS for a foreign
  * architecture), hands the listener fd to the parent over a socketpair (SCM_RIGHTS), and execs
  * PROGRAM (the same uname loop every other variant runs; it times itself). The parent answers
- * each notification with the work the sentry does for uname: check the notification is still
- * valid, write a struct utsname into the task through a kept-open /proc/PID/mem, answer 0. It
+ * each notification with the work the sentry does for uname: write a struct utsname into the
+ * task through a kept-open /proc/PID/mem (checking the notification is still valid when it
+ * opens it), answer 0. It
  * blocks in NOTIF_RECV (no poll first) and, where the kernel has it (6.6+), asks to be woken on
  * the trapping task's CPU (SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP), as the sentry does: nothing
  * cheaper is possible with this mechanism.
@@ -134,17 +135,19 @@ static void *serve(void *unused) {
         }
         memset(&resp, 0, sizeof resp);
         resp.id = req.id;
-        /* Opened on the first call, after the exec (a pre-exec fd would see the old mm). */
+        /* Opened on the first call, after the exec (a pre-exec fd would see the old mm). As
+         * the sentry (services/sentry/taskmem.py): a fresh fd is confirmed to be the asking
+         * task's before anything is written through it, so that a process that took over a
+         * dead task's pid is never written into; a kept one is still on the task's mm. */
         if (req.pid != (uint32_t)mem_pid) {
             if (mem >= 0)
                 close(mem);
             snprintf(path, sizeof path, "/proc/%u/mem", req.pid);
             mem = open(path, O_RDWR | O_CLOEXEC);
             mem_pid = mem >= 0 ? (pid_t)req.pid : 0;
+            if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) != 0)
+                continue;
         }
-        /* As the sentry: never write into a process that took over a dead task's pid. */
-        if (ioctl(listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req.id) != 0)
-            continue;
         if (mem < 0 || pwrite(mem, &answer, sizeof answer, (off_t)req.data.args[0]) != (ssize_t)sizeof answer)
             resp.error = -EFAULT;
         if (ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND, &resp) != 0 && errno != ENOENT)

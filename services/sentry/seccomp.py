@@ -162,6 +162,13 @@ class Listener:
     def recv(self) -> Notification | None:
         """The next notification; None if the kernel says ENOENT (the task died or was
         interrupted before we got it) or the wait was interrupted by a signal (EINTR)."""
+        t = self.recv_fields()
+        return None if t is None else Notification(t[0], t[1], t[3], t[4], t[5], t[6:])
+
+    def recv_fields(self) -> tuple[int, ...] | None:
+        """recv() as struct seccomp_notif's fields, unpacked (id, pid, flags, nr, arch,
+        instruction_pointer, then the six args): the supervisor's hot path builds its own
+        object from them rather than a Notification too."""
         buf = self._recv_buf
         self._recv_view[:] = _ZERO_NOTIF  # the kernel refuses a buffer that is not all zero
         try:
@@ -170,8 +177,8 @@ class Listener:
             if e.errno in _NOTHING_RECEIVED:
                 return None
             raise
-        t = _unpack_notif(buf)
-        return Notification(t[0], t[1], t[3], t[4], t[5], t[6:])
+        fields: tuple[int, ...] = _unpack_notif(buf)
+        return fields
 
     def id_valid(self, notif_id: int) -> bool:
         """Whether the notification is still pending (its task alive and still waiting).

@@ -15,12 +15,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import select
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import zmq
 
 from common.messages.gofer import Creds
 from services.sentry.gofer_client import AsyncGoferChannel
@@ -90,7 +89,7 @@ class Supervisor:
     def __init__(
         self,
         gofer: AsyncGoferChannel,
-        add_reader: Callable[[int, Callable[[int, int], None]], None],
+        add_reader: Callable[[int, Callable[[int, int], None], bool], None],
         remove_reader: Callable[[int], None],
     ) -> None:
         from services.sentry.syscalls import handler_table
@@ -115,7 +114,7 @@ class Supervisor:
         except OSError as e:
             log.debug("listener of %s: no synchronous wake-up (%s)", watched.cid, e)
         self.watched[fd] = (listener, watched)
-        self._add_reader(fd, self._on_ready)
+        self._add_reader(fd, self._on_ready, True)  # hot: polled directly (common/server.py)
 
     def unwatch_container(self, cid: str) -> None:
         """Stop serving and close every listener of container cid."""
@@ -140,19 +139,19 @@ class Supervisor:
         if watched is None:
             return
         listener, w = watched
-        if not events & zmq.POLLIN:
+        if not events & select.POLLIN:
             # A bare hangup (NOTIF_RECV would block): every task under this filter is gone; the
             # container's exit comes from the platform.
             self._drop(fd)
             return
         try:
-            notif = listener.recv()
+            t = listener.recv_fields()
         except OSError as e:
             log.debug("listener of %s: %s", w.cid, e)
             return
-        if notif is None:
+        if t is None:
             return  # the task died or was interrupted before we read it
-        call = Call(listener, w, notif.id, notif.pid, notif.nr, tuple(notif.args))
+        call = Call(listener, w, t[0], t[1], t[3], t[6:])
         entry = self.handlers.get(call.nr)
         if entry is None:
             # The filter traps nothing we cannot answer; a stray number gets ENOSYS, not a hang.
@@ -228,6 +227,11 @@ class Supervisor:
         """
         if not call.listener.id_valid(call.id):
             raise TaskGone(call.pid)
+
+    def write_answer(self, call: Call, addr: int, data: bytes) -> None:
+        """Write a call's output into its task's memory, never into a process that took over a
+        dead task's pid (a fresh mem fd is checked with check_alive first; see taskmem)."""
+        self.mem.write(call.pid, addr, data, lambda: self.check_alive(call))
 
     def path_arg(self, call: Call, addr: int) -> str:
         """A path argument from the task's memory (EFAULT, ENAMETOOLONG, ENOENT for an empty one)."""

@@ -8,7 +8,9 @@ own fd (the /proc/TID entry of a thread works like a process's). A cached fd kee
 the mm it was opened on: after execve, exit or pid reuse it reads 0 bytes, and the next access
 reopens it once and retries (forget() after a known execve or exit avoids that round).
 Whatever was read from memory is only trustworthy once Listener.id_valid() confirms the
-notification is still pending (the pid might have been reused in between).
+notification is still pending (the pid might have been reused in between). A write confirms
+that only when it opens a fresh fd (write's confirm): a cached fd still on the task's mm proves
+the task is the one it was opened for, and one whose mm is gone writes nothing.
 
 /proc/PID/mem accesses the task's memory as ptrace does (FOLL_FORCE): it reads and writes
 PROT_NONE and read-only pages too, where the task's own system call (copy_to_user) would fail
@@ -167,14 +169,37 @@ class TaskMemory:
         """Fill buffer (writable, C-contiguous) from addr in pid's memory, or BadAddress."""
         self._transfer(pid, addr, len(buffer), lambda fd: os.preadv(fd, (buffer,), addr))
 
-    def write(self, pid: int, addr: int, data: bytes | bytearray | memoryview) -> None:
-        """Write data at addr in pid's memory (as ptrace would: read-only private pages too)."""
-        self._transfer(pid, addr, len(data), lambda fd: os.pwrite(fd, data, addr))
+    def write(
+        self, pid: int, addr: int, data: bytes | bytearray | memoryview, confirm: Callable[[], None] | None = None
+    ) -> None:
+        """Write data at addr in pid's memory (as ptrace would: read-only private pages too).
 
-    def _transfer(self, pid: int, addr: int, size: int, move: Callable[[int], int]) -> None:
-        """move(fd) size bytes through pid's cached mem fd; on a short or failed move, once more
-        through a fresh one (first access, or a stale fd after exec, exit or pid reuse)."""
+        confirm runs after a fresh mem fd is opened and before anything is written through it;
+        it raises (TaskGone) unless pid is still the task that asked (Supervisor.check_alive).
+        """
+        # The hot path (uname in a loop) inlined: a cached fd, one pwrite.
         fd = self._fds.get(pid)
+        if fd is not None:
+            try:
+                if os.pwrite(fd, data, addr) == len(data):
+                    return
+            except (OSError, OverflowError):
+                pass
+        self._transfer(pid, addr, len(data), lambda fd: os.pwrite(fd, data, addr), confirm, cached=False)
+
+    def _transfer(
+        self,
+        pid: int,
+        addr: int,
+        size: int,
+        move: Callable[[int], int],
+        confirm: Callable[[], None] | None = None,
+        cached: bool = True,
+    ) -> None:
+        """move(fd) size bytes through pid's cached mem fd (if cached); on a short or failed
+        move, once more through a fresh one (first access, or a stale fd after exec, exit or
+        pid reuse), after confirm() if given."""
+        fd = self._fds.get(pid) if cached else None
         if fd is not None:
             try:
                 if move(fd) == size:
@@ -183,6 +208,8 @@ class TaskMemory:
                 pass
         self._check_range(pid, addr, size)
         fd = self._reopen(pid)
+        if confirm is not None:
+            confirm()
         try:
             done = move(fd)
         except OSError as e:

@@ -181,6 +181,34 @@ def test_cached_fd_is_reopened_after_exec(memory: TaskMemory) -> None:
         memory.read(proc.pid, addr, 1)
 
 
+def test_a_write_through_a_fresh_fd_is_confirmed_first(memory: TaskMemory) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXEC_PROGRAM, "before exec", EXEC_PROGRAM, "after"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    confirmed: list[int] = []
+
+    def refuse() -> None:
+        confirmed.append(proc.pid)
+        raise TaskGone(proc.pid)  # as check_alive says when the notification is not pending
+
+    try:
+        addr = int(proc.stdout.readline())
+        with pytest.raises(TaskGone):
+            memory.write(proc.pid, addr, b"BEFORE", confirm=refuse)  # fresh fd: asked, refused
+        assert confirmed == [proc.pid] and memory.read_string(proc.pid, addr) == b"before exec"
+        memory.write(proc.pid, addr, b"BEFORE", confirm=refuse)  # the fd the read cached: not asked
+        assert confirmed == [proc.pid] and memory.read_string(proc.pid, addr) == b"BEFORE exec"
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+
+
 def _make_root(tmp_path: Path) -> tuple[Path, Path, Path]:
     root = tmp_path / "root"
     for sub in ("data/sub", "old", "tmp"):
