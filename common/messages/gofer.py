@@ -60,6 +60,23 @@ class DetachArgs:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MountFdsArgs:
+    """Arguments to Gofer.MountFds: the mounts of an attached container, for directfs."""
+
+    #: Container id.
+    cid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MountFdsResult:
+    """Result of Gofer.MountFds."""
+
+    #: A dup of each mount's fd (the detached clone the gofer opened, its policy set on it), in
+    #: the order of AttachArgs.mounts, sent as SCM_RIGHTS (the receiver's).
+    fds: list[int] = field(default_factory=list, metadata={"wire": False})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class OpenArgs:
     """Arguments to Gofer.Open: open (maybe create or truncate) a file."""
 

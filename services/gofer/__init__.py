@@ -4,7 +4,9 @@ touch (a container's rootfs and bind mounts, resolved with openat2(RESOLVE_IN_RO
 RESOLVE_NO_MAGICLINKS) inside kernel-enforced detached mount clones), the mount policy
 (read-only mounts, masked paths), and hands out the opened fds over its fd channel. Every
 operation runs under the calling task's fsuid, fsgid and groups. It answers the Gofer domain
-(common.messages.gofer) beside the System domain every service has.
+(common.messages.gofer) beside the System domain every service has. With directfs the sentry
+runs this package's operations itself on the mount fds Gofer.MountFds donates
+(services/sentry/directfs.py): the gofer still opens every mount and sets its policy.
 
 Layout:
     __main__.py  the `gofer` console script (`python -m services.gofer`)

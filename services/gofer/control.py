@@ -1,19 +1,32 @@
-"""The Gofer domain: Gofer.Attach, Detach, Open and the path operations, over the fd channel.
+"""The Gofer domain: Gofer.Attach, Detach, MountFds, Open and the path operations, over the fd channel.
 
 Each call looks up the container's mounts, takes on the caller's file-system credentials
 (creds.py), runs the operation (ops.py, attrs.py) and puts the gofer's own identity back. A
 failed operation raises OSError, which reaches the client as an error carrying its errno: the
 errno the program should see. Open returns the opened file in OpenResult.fds; the dispatcher
 sends it as SCM_RIGHTS and closes the gofer's copy.
+
+The sentry runs these same operations itself (services/sentry/directfs.py, gVisor's directfs)
+on the mount fds MountFds donates: the gofer still opens every mount and sets its policy on it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TypeVar
 
+from common import fdpass
 from common.errors import InvalidArgument
-from common.messages.gofer import AttachArgs, DetachArgs, OpenArgs, OpenResult, PathOpArgs
+from common.messages.gofer import (
+    AttachArgs,
+    DetachArgs,
+    MountFdsArgs,
+    MountFdsResult,
+    OpenArgs,
+    OpenResult,
+    PathOpArgs,
+)
 from services.gofer import attrs, creds, ops
 from services.gofer.mounts import ContainerMounts, MountTable
 
@@ -52,6 +65,19 @@ class Gofer:
     def detach(self, args: DetachArgs) -> None:
         """Close a container's mounts; NotFound if not attached."""
         self._table.detach(args.cid)
+
+    def mount_fds(self, args: MountFdsArgs) -> MountFdsResult:
+        """A dup of each of a container's mount fds, for a sentry that runs these same
+        operations itself on them (directfs); NotFound if it is not attached."""
+        fds: list[int] = []
+        try:
+            for mount in self._table.get(args.cid).mounts:
+                fds.append(os.dup(mount.fd))
+        except BaseException:
+            fdpass.close_all(fds)
+            raise
+        # The Dispatcher sends them and closes ours.
+        return MountFdsResult(fds=fds)
 
     def open(self, args: OpenArgs) -> OpenResult:
         """Open (maybe create or truncate) a file; the result carries its fd."""

@@ -96,22 +96,28 @@ def _open_mount(policy: MountPolicy) -> int:
 class ContainerMounts:
     """The mounts and masked paths of one container. Owns the mount fds until close()."""
 
-    def __init__(self, args: AttachArgs) -> None:
-        if not args.mounts or _clean(args.mounts[0].destination, "destination") != "/":
-            raise InvalidArgument("attach: the first mount must be the rootfs, at /")
+    def __init__(self, args: AttachArgs, fds: list[int] | None = None) -> None:
+        """Open args' mounts; or, given fds (owned from here on, one per mount, in order: the
+        clones a gofer opened and donated), use those."""
         self.cid = args.cid
         self.mounts: list[Mount] = []
         self._tree = _Node()
-        masked = {_clean(p, "masked path") for p in args.masked_paths}
-        if "/" in masked:
-            raise InvalidArgument("attach: cannot mask /")
-        self._masked = frozenset(masked)
+        todo = list(fds) if fds is not None else None
         try:
+            if todo is not None and len(todo) != len(args.mounts):
+                raise InvalidArgument(f"attach: {len(todo)} mount fds for {len(args.mounts)} mounts")
+            if not args.mounts or _clean(args.mounts[0].destination, "destination") != "/":
+                raise InvalidArgument("attach: the first mount must be the rootfs, at /")
+            masked = {_clean(p, "masked path") for p in args.masked_paths}
+            if "/" in masked:
+                raise InvalidArgument("attach: cannot mask /")
+            self._masked = frozenset(masked)
             for policy in args.mounts:
                 dest = _clean(policy.destination, "destination")
                 if not policy.source.startswith("/"):
                     raise InvalidArgument(f"attach: source {policy.source!r} is not an absolute path")
-                mount = Mount(dest, policy.source, policy.readonly, _open_mount(policy))
+                fd = todo.pop(0) if todo is not None else _open_mount(policy)
+                mount = Mount(dest, policy.source, policy.readonly, fd)
                 self.mounts.append(mount)
                 node = self._tree
                 for part in dest.split("/"):
@@ -120,6 +126,8 @@ class ContainerMounts:
                 node.mount = mount  # a later mount on the same destination shadows the earlier
         except BaseException:
             self.close()
+            for fd in todo or ():
+                os.close(fd)
             raise
 
     def close(self) -> None:
@@ -180,13 +188,20 @@ class MountTable:
     def __init__(self) -> None:
         self._containers: dict[str, ContainerMounts] = {}
 
-    def attach(self, args: AttachArgs) -> ContainerMounts:
-        """Open a container's mounts. ConflictError if it is attached already."""
+    def attach(self, args: AttachArgs, fds: list[int] | None = None) -> ContainerMounts:
+        """Open a container's mounts (or take fds: see ContainerMounts). ConflictError if it is
+        attached already."""
         if not args.cid:
+            if fds is not None:
+                for fd in fds:
+                    os.close(fd)
             raise InvalidArgument("attach: empty container id")
         if args.cid in self._containers:
+            if fds is not None:
+                for fd in fds:
+                    os.close(fd)
             raise ConflictError(f"container {args.cid!r} is already attached")
-        mounts = ContainerMounts(args)
+        mounts = ContainerMounts(args, fds)
         self._containers[args.cid] = mounts
         log.info("attached %s: %s", args.cid, ", ".join(f"{m.destination}={m.source}" for m in mounts.mounts))
         return mounts
@@ -198,6 +213,10 @@ class MountTable:
             raise NotFound(f"container {cid!r} is not attached")
         mounts.close()
         log.info("detached %s", cid)
+
+    def attached(self, cid: str) -> bool:
+        """Whether cid's mounts are here."""
+        return cid in self._containers
 
     def get(self, cid: str) -> ContainerMounts:
         """The mounts of an attached container, or NotFound."""

@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 
 from common import fdpass, wire
 from common.client import ServiceChannel
-from common.errors import ConflictError, InvalidArgument, NotFound, ServiceUnavailable
+from common.errors import (
+    ConflictError,
+    ErrCode,
+    InvalidArgument,
+    NotFound,
+    ServiceUnavailable,
+    ZerovisorError,
+    has_code,
+)
 from common.events import Publisher
+from common.messages.gofer import DetachArgs, MountFdsArgs, MountFdsResult
 from common.messages.lifecycle import ContainerStatus, StartRecord
 from common.messages.platform import TaskExit
 from common.messages.proc import ProcessExit
@@ -22,7 +31,7 @@ from common.messages.spec import ContainerSpec
 from common.rundir import RunDir
 from services.sentry.seccomp import Listener
 from services.sentry.supervisor import Supervisor, Watched
-from services.sentry.vfs import MountTable
+from services.sentry.vfs import MountTable, attach_args
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +135,37 @@ class Kernel:
         if ctr is None:
             raise NotFound(f"container {cid!r} does not exist")
         return ctr
+
+    def attach_files(self, cid: str, spec: ContainerSpec, held_ok: bool = False) -> bool:
+        """Have the gofer open cid's mounts (Gofer.Attach) and, with directfs, take a dup of
+        each to serve its file calls here. With held_ok, mounts the gofer holds already stay
+        (False is returned); else that is a ConflictError, as are the gofer's other errors."""
+        args = attach_args(cid, spec)
+        try:
+            self.gofer.call("Gofer.Attach", args)
+            attached = True
+        except ZerovisorError as e:
+            if not (held_ok and has_code(e, ErrCode.CONFLICT)):
+                raise
+            attached = False
+        direct = self.supervisor.direct if self.supervisor is not None else None
+        if direct is not None:
+            try:
+                _, fds = self.gofer.call_with_fds("Gofer.MountFds", MountFdsArgs(cid=cid), MountFdsResult)
+                direct.adopt(args, fds)
+            except ZerovisorError as e:
+                # Its file calls go to the gofer instead: slower, not wrong.
+                log.warning("directfs for %r: %s", cid, e)
+        return attached
+
+    def detach_files(self, cid: str) -> None:
+        """Close cid's mounts here and at the gofer (one that restarted has none: nothing to undo)."""
+        if self.supervisor is not None and self.supervisor.direct is not None:
+            self.supervisor.direct.drop(cid)
+        try:
+            self.gofer.call("Gofer.Detach", DetachArgs(cid=cid))
+        except ZerovisorError as e:
+            log.warning("detaching the mounts of %r: %s", cid, e)
 
     def watch(self, ctr: Container, fds: list[int]) -> None:
         """Serve the one listener in fds (taken) for a task tree of ctr: its init's, or an

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from common import fdpass
-from common.errors import ErrCode, ServiceUnavailable, ZerovisorError, has_code
+from common.errors import ServiceUnavailable, ZerovisorError
 from common.messages.platform import (
     ContainerRef,
     ContainerTasks,
@@ -24,7 +24,6 @@ from common.messages.platform import (
 )
 from services.sentry.kernel import CREATED, PAUSED, RUNNING, STOPPED, Container, ExecProcess, Kernel
 from services.sentry.nudge import nudge_waiting
-from services.sentry.vfs import attach_args
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +114,10 @@ def reattach(kernel: Kernel) -> int:
     attached = 0
     for ctr in list(kernel.containers.values()):
         try:
-            kernel.gofer.call("Gofer.Attach", attach_args(ctr.cid, ctr.spec))
+            # Held already: the gofer did not restart, only the connection was lost.
+            attached += kernel.attach_files(ctr.cid, ctr.spec, held_ok=True)
         except ZerovisorError as e:
-            if has_code(e, ErrCode.CONFLICT):
-                continue  # the gofer did not restart, only the connection was lost
             log.warning("re-attaching the mounts of %r: %s", ctr.cid, e)
-            continue
-        attached += 1
     if attached:
         log.info("re-attached the mounts of %d containers to the gofer", attached)
     return attached

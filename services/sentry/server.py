@@ -14,6 +14,8 @@ from common.messages.platform import TaskExit
 from common.service import ServiceContext
 from services.sentry.control.lifecycle import Lifecycle
 from services.sentry.control.proc import Proc
+from services.sentry.directfs import DirectFs
+from services.sentry.directfs import enabled as directfs_enabled
 from services.sentry.gofer_client import AsyncGoferChannel
 from services.sentry.kernel import Kernel
 from services.sentry.restore import catch_up, reattach, restore
@@ -33,7 +35,8 @@ def setup(ctx: ServiceContext) -> None:
     kernel = Kernel(ctx.run_dir, publisher)
     kernel.shutdown = ctx.loop.stop
     gofer = AsyncGoferChannel(str(ctx.run_dir.socket_path("gofer")), ctx.loop.add_reader, ctx.loop.remove_reader)
-    supervisor = Supervisor(gofer, ctx.loop.add_event_reader, ctx.loop.remove_reader)
+    direct = DirectFs() if directfs_enabled() else None  # the supervisor's from here on
+    supervisor = Supervisor(gofer, ctx.loop.add_event_reader, ctx.loop.remove_reader, direct)
     kernel.supervisor = supervisor
     tasks = Subscriber(ctx.run_dir.task_events_endpoint, ["task."])
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common.messages.gofer import Creds
+from services.sentry.directfs import DirectFs
 from services.sentry.gofer_client import AsyncGoferChannel
 from services.sentry.seccomp import Listener, as_int
 from services.sentry.strace import describe_call
@@ -91,10 +92,14 @@ class Supervisor:
         gofer: AsyncGoferChannel,
         add_reader: Callable[[int, Callable[[int, int], None], bool], None],
         remove_reader: Callable[[int], None],
+        direct: DirectFs | None = None,
     ) -> None:
         from services.sentry.syscalls import handler_table
 
         self.gofer = gofer
+        #: The file calls of the containers whose mounts it holds are answered here (directfs);
+        #: owned (close() closes it).
+        self.direct = direct
         self.mem = TaskMemory()
         self._add_reader = add_reader
         self._remove_reader = remove_reader
@@ -123,10 +128,12 @@ class Supervisor:
                 self._drop(fd)
 
     def close(self) -> None:
-        """Close every listener and the task memory cache."""
+        """Close every listener, the task memory cache and the directfs mounts."""
         for fd in list(self.watched):
             self._drop(fd)
         self.mem.close()
+        if self.direct is not None:
+            self.direct.close()
 
     def _drop(self, fd: int) -> None:
         entry = self.watched.pop(fd, None)
@@ -281,4 +288,8 @@ class Supervisor:
                 # on_result owns fds from here, whatever it raises.
                 self._answer(call, lambda: on_result(result or {}, fds))
 
+        direct = self.direct
+        if direct is not None and direct.serves(call.w.cid):
+            done(*direct.call(method, request))
+            return
         self.gofer.call(method, request, done)

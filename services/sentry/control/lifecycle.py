@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 from common.clock import now_rfc3339
-from common.errors import ConflictError, ZerovisorError
-from common.messages.gofer import DetachArgs
+from common.errors import ConflictError
 from common.messages.lifecycle import (
     ContainerArgs,
     ContainerList,
@@ -34,7 +33,6 @@ from services.sentry.kernel import (
     Kernel,
 )
 from services.sentry.restore import nudge_container
-from services.sentry.vfs import attach_args
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ class Lifecycle:
             log.info("container %r: create sent again, made again for a new terminal", args.cid)
             self.delete_container(DeleteContainerArgs(cid=args.cid, force=True))
         # The gofer serves the container's files from the moment its program can run.
-        self._k.gofer.call("Gofer.Attach", attach_args(args.cid, args.spec))
+        self._k.attach_files(args.cid, args.spec)
         strace = args.strace or args.spec.annotations.get(STRACE_ANNOTATION) == "true"
         try:
             launched, fds = self._k.platform.call_with_fds(
@@ -74,7 +72,7 @@ class Lifecycle:
                 fds=args.fds,
             )
         except BaseException:
-            self._detach(args.cid)
+            self._k.detach_files(args.cid)
             raise
         ctr = Container(cid=args.cid, spec=args.spec, status=CREATED, pid=launched.pid, strace=strace, token=args.token)
         self._k.table[args.cid] = ctr
@@ -169,7 +167,7 @@ class Lifecycle:
         self._k.unwatch(args.cid)
         self._k.platform.call("Platform.Destroy", ContainerRef(cid=args.cid))
         self._k.sweep()
-        self._detach(args.cid)
+        self._k.detach_files(args.cid)
         self._k.run_dir.hostname_path(args.cid).unlink(missing_ok=True)
         del self._k.table[args.cid]
         self._k.publish(ctr, "delete")
@@ -188,10 +186,3 @@ class Lifecycle:
         ctr.require("read statistics of", CREATED, RUNNING, PAUSED)
         cgroup: StatsResult = self._k.platform.call("Platform.Stats", ContainerRef(cid=args.cid), StatsResult)
         return ContainerStats(cgroup=cgroup, syscalls=dict(ctr.syscalls))
-
-    def _detach(self, cid: str) -> None:
-        try:
-            self._k.gofer.call("Gofer.Detach", DetachArgs(cid=cid))
-        except ZerovisorError as e:
-            # The gofer forgets a container whose mounts it lost (a restart); nothing to undo.
-            log.warning("detaching the mounts of %r: %s", cid, e)

@@ -22,6 +22,7 @@ METHODS = [
     "Link",
     "Mkdir",
     "Mknod",
+    "MountFds",
     "Open",
     "RemoveXattr",
     "Rename",
