@@ -1,14 +1,15 @@
-"""open + close: a file opened for write through the gofer, and a read-only open that stays native.
+"""open + close: a file opened for write (trapped, opened in a gofer mount) and a read-only one (native).
 
 zerovisor's filter (services/platform/filters.py) traps open and openat only when their flags
-ask for write, create or truncate: the sentry then resolves the path, asks the gofer to open the
-file under the task's credentials, and installs the gofer's fd into the task (ADDFD). That is
-the longest trapped path there is: program -> sentry -> gofer -> sentry -> program. A read-only
+ask for write, create or truncate: the sentry then resolves the path, opens the file under the
+task's credentials inside the mount clone the gofer donated (directfs; without it the gofer
+does, one round trip more), and installs the fd into the task (ADDFD, which hands over to the
+task and back: unpinned, two cross-CPU wake-ups that SYNC_WAKE_UP does not spare). A read-only
 open is not trapped at all, and should cost what it costs natively; measuring it keeps the
 filter honest (a rule that trapped it by mistake would show here at once).
 
 The same self-timing loop (bench/c/open_loop.c) runs natively on a host file and in a zerovisor
-container on a file of its rootfs (served by the gofer), in both placements (_percall): on one
+container on a file of its rootfs (a mount the gofer opened), in both placements (_percall): on one
 CPU the program, the sentry and the gofer share it; unpinned every hop may wake another CPU.
 """
 
@@ -33,7 +34,7 @@ def measure(bench: Bench) -> list[Result]:
     """native, then zerovisor in both placements, for each of the two cases."""
     loop = bench.cbin("open_loop")
     one_cpu, _ = places = placements()
-    # A native pair costs a few microseconds; a pair through the gofer hundreds today, while a
+    # A native pair costs a few microseconds; a trapped pair tens to a hundred, while a
     # read-only one in the container costs what a native one does.
     native_n = bench.loops(200_000, 1_000)
     zv_n = {"write": bench.loops(2_000, 100), "read": bench.loops(200_000, 1_000)}
@@ -48,7 +49,7 @@ def measure(bench: Bench) -> list[Result]:
         samples = bench.repeat(functools.partial(run_host, argv))
         rows[case] = [Result(case, "native", "us", samples, note=f"{native_n} pairs per run, on CPU {one_cpu.cpu}")]
 
-    # The gofer serves the write path: for one CPU it is pinned with the sentry and the program.
+    # The sentry serves the write path (the gofer too, without directfs): for one CPU both are pinned with the program.
     with Sandbox(bench, "files", [loop], ["sentry", "gofer"]) as sandbox:
         (sandbox.rootfs / CONTAINER_FILE).write_text("zerovisor bench\n")
         for case, (mode, target) in CASES.items():

@@ -191,16 +191,15 @@ class MountTable:
     def attach(self, args: AttachArgs, fds: list[int] | None = None) -> ContainerMounts:
         """Open a container's mounts (or take fds: see ContainerMounts). ConflictError if it is
         attached already."""
+        refusal: Exception | None = None
         if not args.cid:
-            if fds is not None:
-                for fd in fds:
-                    os.close(fd)
-            raise InvalidArgument("attach: empty container id")
-        if args.cid in self._containers:
-            if fds is not None:
-                for fd in fds:
-                    os.close(fd)
-            raise ConflictError(f"container {args.cid!r} is already attached")
+            refusal = InvalidArgument("attach: empty container id")
+        elif args.cid in self._containers:
+            refusal = ConflictError(f"container {args.cid!r} is already attached")
+        if refusal is not None:
+            for fd in fds or ():
+                os.close(fd)  # taken, as ContainerMounts would have
+            raise refusal
         mounts = ContainerMounts(args, fds)
         self._containers[args.cid] = mounts
         log.info("attached %s: %s", args.cid, ", ".join(f"{m.destination}={m.source}" for m in mounts.mounts))

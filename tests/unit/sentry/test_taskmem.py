@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -145,23 +147,35 @@ EXEC_PROGRAM = textwrap.dedent(
 )
 
 
-def test_cached_fd_is_reopened_after_exec(memory: TaskMemory) -> None:
-    second = EXEC_PROGRAM
+@contextlib.contextmanager
+def exec_program(after: str) -> Iterator[tuple[subprocess.Popen[str], IO[str], IO[str]]]:
+    """EXEC_PROGRAM with "before exec", then after once it exec'd; (process, stdin, stdout),
+    killed and reaped on the way out."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", EXEC_PROGRAM, "before exec", second, "after the exec"],
+        [sys.executable, "-c", EXEC_PROGRAM, "before exec", EXEC_PROGRAM, after],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        addr = int(proc.stdout.readline())
+        yield proc, proc.stdin, proc.stdout
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+def test_cached_fd_is_reopened_after_exec(memory: TaskMemory) -> None:
+    with exec_program("after the exec") as (proc, stdin, stdout):
+        addr = int(stdout.readline())
         assert memory.read_string(proc.pid, addr) == b"before exec"
         memory.write(proc.pid, addr, b"BEFORE")
         assert memory.read(proc.pid, addr, 11) == b"BEFORE exec"
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        addr = int(proc.stdout.readline())
+        stdin.write("\n")
+        stdin.flush()
+        addr = int(stdout.readline())
         # The cached fd still points at the old mm: read() notices and reopens.
         assert memory.read_string(proc.pid, addr) == b"after the exec"
         memory.forget(proc.pid)
@@ -169,44 +183,27 @@ def test_cached_fd_is_reopened_after_exec(memory: TaskMemory) -> None:
         buf = bytearray(5)
         memory.read_into(proc.pid, addr, buf)
         assert buf == b"after"
-        proc.stdin.write("\n")
-        proc.stdin.flush()
+        stdin.write("\n")
+        stdin.flush()
         assert proc.wait(10) == 0
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
     with pytest.raises(TaskGone):
         memory.read(proc.pid, addr, 1)
 
 
 def test_a_write_through_a_fresh_fd_is_confirmed_first(memory: TaskMemory) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", EXEC_PROGRAM, "before exec", EXEC_PROGRAM, "after"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
     confirmed: list[int] = []
 
     def refuse() -> None:
-        confirmed.append(proc.pid)
-        raise TaskGone(proc.pid)  # as check_alive says when the notification is not pending
+        confirmed.append(1)
+        raise TaskGone(0)  # as check_alive says when the notification is not pending
 
-    try:
-        addr = int(proc.stdout.readline())
+    with exec_program("after") as (proc, _, stdout):
+        addr = int(stdout.readline())
         with pytest.raises(TaskGone):
             memory.write(proc.pid, addr, b"BEFORE", confirm=refuse)  # fresh fd: asked, refused
-        assert confirmed == [proc.pid] and memory.read_string(proc.pid, addr) == b"before exec"
+        assert confirmed == [1] and memory.read_string(proc.pid, addr) == b"before exec"
         memory.write(proc.pid, addr, b"BEFORE", confirm=refuse)  # the fd the read cached: not asked
-        assert confirmed == [proc.pid] and memory.read_string(proc.pid, addr) == b"BEFORE exec"
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdin.close()
-        proc.stdout.close()
+        assert confirmed == [1] and memory.read_string(proc.pid, addr) == b"BEFORE exec"
 
 
 def _make_root(tmp_path: Path) -> tuple[Path, Path, Path]:
