@@ -74,7 +74,8 @@ class ServiceLoop:
         # Both owned here: closed when serve() ends.
         self._epoll = select.epoll()
         self._poller = select.poll()
-        self._poller.register(self._epoll.fileno(), select.POLLIN)
+        # The epoll set is one hot fd: ready, it hands on what it found ready.
+        self._watch(self._epoll.fileno(), lambda _fd, _events: self._dispatch(self._epoll.poll(0)), hot=True)
 
     def add_reader(self, fd: int, callback: Reader) -> None:
         """Call callback(fd) whenever fd is readable. The caller keeps owning fd."""
@@ -176,20 +177,10 @@ class ServiceLoop:
             log.info("%s stopped", self.service)
 
     def _loop(self) -> None:
-        poll, handlers = self._poller.poll, self._handlers
-        epoll, epoll_fd = self._epoll.poll, self._epoll.fileno()
-        monotonic, next_tick = time.monotonic, 0.0
+        poll, monotonic, next_tick = self._poller.poll, time.monotonic, 0.0
         while not self.stopping:
             ready = poll(TICK_MS)
-            for fd, events in ready:
-                if fd == epoll_fd:
-                    self._dispatch(epoll(0))
-                else:
-                    handler = handlers.get(fd)
-                    if handler is not None:  # an earlier callback of this batch may have removed it
-                        handler(fd, events)
-                if self.stopping:
-                    break
+            self._dispatch(ready)
             if not ready:
                 # Idle for a tick: a ZMQ socket whose change went unsignalled is served now.
                 for sock, callback in self._sockets:
@@ -200,10 +191,10 @@ class ServiceLoop:
                     tick()
 
     def _dispatch(self, ready: list[tuple[int, int]]) -> None:
-        """Call the callbacks of the fds the epoll set found ready."""
+        """Call the callbacks of the fds found ready, until one stops the loop."""
         for fd, events in ready:
             handler = self._handlers.get(fd)
-            if handler is not None:
+            if handler is not None:  # an earlier callback of this batch may have removed it
                 handler(fd, events)
             if self.stopping:
                 return

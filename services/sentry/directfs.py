@@ -23,7 +23,7 @@ from typing import Any
 from common import fdpass, wire
 from common.errors import ZerovisorError
 from common.messages.gofer import AttachArgs
-from common.rpc import Method, Registry
+from common.rpc import Registry
 from services.gofer.control import Gofer
 from services.gofer.mounts import MountTable
 
@@ -44,9 +44,8 @@ class DirectFs:
 
     def __init__(self) -> None:
         self._table = MountTable()
-        registry = Registry()
-        registry.register(Gofer(self._table))
-        self._methods: dict[str, Method] = {name: m for name in registry.names() if (m := registry.lookup(name))}
+        self._registry = Registry()
+        self._registry.register(Gofer(self._table))
 
     def adopt(self, args: AttachArgs, fds: list[int]) -> None:
         """Serve args.cid's files from fds (taken: one per mount, in order), replacing any
@@ -66,7 +65,7 @@ class DirectFs:
     def call(self, method: str, request: Any) -> tuple[dict[str, Any] | None, list[int], int]:
         """Run a Gofer method here: (result as the wire carries it, its fds (the caller's),
         0) or (None, [], errno), as AsyncGoferChannel reports a reply."""
-        m = self._methods.get(method)
+        m = self._registry.lookup(method)
         if m is None:
             return None, [], errno.ENOSYS
         try:

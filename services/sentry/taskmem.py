@@ -177,29 +177,15 @@ class TaskMemory:
         confirm runs after a fresh mem fd is opened and before anything is written through it;
         it raises (TaskGone) unless pid is still the task that asked (Supervisor.check_alive).
         """
-        # The hot path (uname in a loop) inlined: a cached fd, one pwrite.
-        fd = self._fds.get(pid)
-        if fd is not None:
-            try:
-                if os.pwrite(fd, data, addr) == len(data):
-                    return
-            except (OSError, OverflowError):
-                pass
-        self._transfer(pid, addr, len(data), lambda fd: os.pwrite(fd, data, addr), confirm, cached=False)
+        self._transfer(pid, addr, len(data), lambda fd: os.pwrite(fd, data, addr), confirm)
 
     def _transfer(
-        self,
-        pid: int,
-        addr: int,
-        size: int,
-        move: Callable[[int], int],
-        confirm: Callable[[], None] | None = None,
-        cached: bool = True,
+        self, pid: int, addr: int, size: int, move: Callable[[int], int], confirm: Callable[[], None] | None = None
     ) -> None:
-        """move(fd) size bytes through pid's cached mem fd (if cached); on a short or failed
-        move, once more through a fresh one (first access, or a stale fd after exec, exit or
-        pid reuse), after confirm() if given."""
-        fd = self._fds.get(pid) if cached else None
+        """move(fd) size bytes through pid's cached mem fd; on a short or failed move, once more
+        through a fresh one (first access, or a stale fd after exec, exit or pid reuse), after
+        confirm() if given."""
+        fd = self._fds.get(pid)
         if fd is not None:
             try:
                 if move(fd) == size:

@@ -108,23 +108,40 @@ def test_a_repeated_exec_on_a_terminal_gets_the_master_back(zv: Zerovisor, tmp_p
     assert done.exit_code == 3
 
 
+def copies_held_by(pid: int, fd: int) -> int:
+    """How many fds of process pid are the file fd is (same device and inode)."""
+    mine = os.fstat(fd)
+    count = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            theirs = os.stat(f"/proc/{pid}/fd/{name}")
+        except FileNotFoundError:
+            continue
+        count += (theirs.st_dev, theirs.st_ino) == (mine.st_dev, mine.st_ino)
+    return count
+
+
 def test_a_released_master_hangs_up_the_terminal_when_closed(zv: Zerovisor, tmp_path: Path) -> None:
     zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "c")
+    forkserver = RunDir.at(zv.root).running_pid("forkserver")
+    assert forkserver
     request = ExecRequest(id="c", args=["sleep", "1000"], tty=True, token="tty")
     with FdClient(RunDir.at(zv.root).socket_path("controller"), timeout=60) as controller:
         started, fds = controller.call("Proc.Exec", request, ExecResult)
         assert len(fds) == 1
+        assert copies_held_by(forkserver, fds[0]) == 1  # kept for a repeated request
         controller.call("Proc.ReleaseConsole", ProcessArgs(cid="c", pid=started.pid))
+        assert copies_held_by(forkserver, fds[0]) == 0
         os.close(fds[0])  # the CLI went: nothing else holds the master, as with runc
         done, _ = controller.call("Proc.WaitPid", ProcessArgs(cid="c", pid=started.pid), ProcessExit, wait_forever=True)
     assert done.exit_code == 128 + signal.SIGHUP
 
 
-def create_call(zv: Zerovisor, bundle: Path, cid: str, token: str, **flags: bool) -> CreateResult:
+def create_call(zv: Zerovisor, bundle: Path, cid: str, token: str, foreground: bool = False) -> CreateResult:
     """Containers.Create with token, the CLI's stdio replaced by /dev/null; the caller closes
     the result's fds."""
     null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-    args = CreateArgs(id=cid, bundle=str(bundle), token=token, **flags)
+    args = CreateArgs(id=cid, bundle=str(bundle), token=token, foreground=foreground)
     try:
         with FdClient(RunDir.at(zv.root).socket_path("controller"), timeout=60) as controller:
             result, fds = controller.call("Containers.Create", args, CreateResult, [null] * 3)
