@@ -109,7 +109,8 @@ class RunDir:
         return f"ipc://{self.path / 'platform-events.zmq'}"
 
     def running_pid(self, service: str) -> int | None:
-        """Pid of the live instance of service, or None when none holds the lock.
+        """Pid of the live instance of service, None when none holds the lock, or 0 while the
+        holder has not written its pid yet (ask again).
 
         A lock, unlike a pid, cannot go stale: the kernel drops it when the holder dies, even
         as a zombie, and it cannot name a recycled pid.
@@ -125,10 +126,23 @@ class RunDir:
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
                 text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                return int(text) if text.isdigit() else 0
+                pid = int(text) if text.isdigit() else 0
+                # A new holder writes its pid just after it locks: until then the file still
+                # names the instance before it, which is dead. That is "being written" too.
+                return pid if pid and _alive(pid) else 0
             return None
         finally:
             os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether pid is a process that has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[:1]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ([b"Z"], [b"X"], [])
 
 
 class InstanceLock:

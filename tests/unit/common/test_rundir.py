@@ -107,6 +107,18 @@ def test_lock_writes_our_pid(lock: InstanceLock, run_dir: RunDir) -> None:
     assert run_dir.running_pid("sentry") == os.getpid()
 
 
+def test_a_lock_whose_file_still_names_a_dead_holder_reads_as_being_written(
+    lock: InstanceLock, run_dir: RunDir
+) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    # What a reader sees between the new holder's flock and its pid write.
+    os.pwrite(lock.fd, f"{dead.pid}\n".encode(), 0)
+    assert run_dir.running_pid("sentry") == 0
+    os.pwrite(lock.fd, f"{os.getpid()}\n".encode(), 0)
+    assert run_dir.running_pid("sentry") == os.getpid()
+
+
 def test_second_lock_in_same_process_conflicts_without_leaking(lock: InstanceLock, run_dir: RunDir) -> None:
     before = _open_fds()
     with pytest.raises(ConflictError, match=f"sentry is already running .*pid {os.getpid()}"):
