@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 from bench.harness import Bench, BenchError, Result, report_json, table, write_json
+from bench.zerovisor import compile_bytecode
 
 #: Case modules under bench/cases, in the report's order.
 CASES: tuple[str, ...] = ("syscall", "files", "lifecycle", "workload", "memory", "scale")
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(work=work, runs=args.runs, warmup=args.warmup, quick=args.quick)
     results: list[Result] = []
     failed: list[str] = []
+    compile_bytecode()
     try:
         for name in args.case or CASES:
             module = importlib.import_module(f"bench.cases.{name}")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.messages.lifecycle import StartRecord
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateArgs:
@@ -61,6 +59,16 @@ class DeleteArgs:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListArgs:
     """Arguments to Containers.List (none)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRecord:
+    """When a start request reached the sentry and when it was done (gVisor's ContainerStartedEvent)."""
+
+    #: Time the request was received, RFC 3339 UTC.
+    request_received: str
+    #: Time the program was running, RFC 3339 UTC.
+    request_completed: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from common.errors import InvalidArgument
 from common.limits import RLIMITS
+from common.messages.containers import StartRecord
 from common.messages.platform import StatsResult
 from common.messages.spec import ContainerSpec
 
@@ -84,16 +85,6 @@ class StartContainerArgs:
             )
         if any(fd < 0 for fd in self.donated_fds) or len(set(self.donated_fds)) != len(self.donated_fds):
             raise InvalidArgument(f"donated fds must be distinct and not negative: {self.donated_fds}")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StartRecord:
-    """When a start request reached the sentry and when it was done (gVisor's ContainerStartedEvent)."""
-
-    #: Time the request was received, RFC 3339 UTC.
-    request_received: str
-    #: Time the program was running, RFC 3339 UTC.
-    request_completed: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,7 @@ from common.messages.containers import (
     IdArgs,
     KillArgs,
     ListArgs,
+    StartRecord,
 )
 from common.messages.lifecycle import (
     ContainerArgs,
@@ -35,11 +36,12 @@ from common.messages.lifecycle import (
     ListContainersArgs,
     SignalContainerArgs,
     StartContainerArgs,
-    StartRecord,
 )
 from common.messages.spec import ContainerSpec, ProcessSpec
+from common.rpc import Deferred
 from services.controller import oci
 from services.controller.registry import ContainerRecord, Registry, validate_id
+from services.controller.waiters import Waiters
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +87,15 @@ def start_args(cid: str, process: ProcessSpec) -> StartContainerArgs:
 
 
 class Containers:
-    """create, start, state, list, kill, pause, resume, delete, stats."""
+    """create, start, state, wait, list, kill, pause, resume, delete, stats."""
 
     domain = "Containers"
 
     def __init__(self, registry: Registry, sentry: ServiceChannel) -> None:
         self._reg = registry
         self._sentry = sentry
+        #: Containers.Wait answers, by container id; settled by the service's event handler.
+        self.waiters: Waiters[str, ContainerState] = Waiters(self._stopped_state)
 
     def create(self, args: CreateArgs) -> CreateResult:
         """Validate the bundle, record the container, and have the sentry create its init.
@@ -153,6 +157,19 @@ class Containers:
     def state(self, args: IdArgs) -> ContainerState:
         """The container's OCI state, brought up to date with the sentry."""
         return state_of(self._refresh(self._reg.get(args.id)))
+
+    def wait(self, args: IdArgs) -> Deferred[ContainerState]:
+        """The container's state once it has stopped (at once if it has): `controller wait` and
+        `run` wait on the fd channel for this answer."""
+        return self.waiters.wait(args.id)
+
+    def _stopped_state(self, cid: str) -> ContainerState | None:
+        # The exit event is recorded before waiters hear of it: the registry answers then,
+        # and the sentry is asked only when a poll finds the registry behind.
+        rec = self._reg.get(cid)
+        if rec.status != "stopped":
+            rec = self._refresh(rec)
+        return state_of(rec) if rec.status == "stopped" else None
 
     def list(self, args: ListArgs) -> ContainerStates:
         """Every container, oldest first."""

@@ -10,9 +10,10 @@ from common.errors import ZerovisorError
 from common.events import Subscriber
 from common.service import ServiceContext, Setup
 from services.controller.containers import SENTRY_TIMEOUT, Containers, record_event
-from services.controller.proc import ExitWaiters, Proc
+from services.controller.proc import Proc, process_exit
 from services.controller.reconcile import delete_orphans, settle_creating
 from services.controller.registry import Registry
+from services.controller.waiters import Waiters
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +26,27 @@ def make_setup(root: str) -> Setup:
         # One connection to the sentry for every domain: the loop serves one request at a time.
         sentry = ServiceChannel(ctx.run_dir.socket_path("sentry"), SENTRY_TIMEOUT)
         containers = Containers(registry, sentry)
-        waiters = ExitWaiters(sentry)
+        exits = Waiters(process_exit(sentry))
         events = Subscriber(ctx.run_dir.events_endpoint, ["container.", "process."])
+
+        def deleted(cid: str) -> None:
+            # Nobody will report the exits of a deleted container's processes any more.
+            gone = f"container {cid!r} was deleted while waited on"
+            exits.cancel(lambda key: key[0] == cid, gone)
+            containers.waiters.cancel(lambda key: key == cid, gone)
 
         def on_event() -> None:
             for topic, env in events.drain():
                 body = env["body"]
                 if topic.startswith("process."):
-                    waiters.process_exited(body["cid"], body["pid"])
+                    exits.happened((body["cid"], body["pid"]))
                     continue
                 record_event(registry, body)
+                cid = body["cid"]
                 if topic.endswith(".delete"):
-                    waiters.container_gone(body["cid"])
+                    deleted(cid)
+                elif topic.endswith(".exit"):
+                    containers.waiters.happened(cid)
 
         def on_sentry_back() -> None:
             recovered = ctx.system.recovered
@@ -50,10 +60,11 @@ def make_setup(root: str) -> Setup:
             sentry.mark_lost()
         sentry.on_reconnect = on_sentry_back
         ctx.loop.add_socket(events.sock, on_event)
-        ctx.loop.add_tick(waiters.poll)
+        ctx.loop.add_tick(exits.poll)
+        ctx.loop.add_tick(containers.waiters.poll)
         ctx.loop.add_cleanup(events.close)
         ctx.loop.add_cleanup(registry.close)
         ctx.registry.register(containers)
-        ctx.registry.register(Proc(registry, sentry, waiters))
+        ctx.registry.register(Proc(registry, sentry, exits))
 
     return setup

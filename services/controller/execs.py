@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 
 from common.errors import InvalidArgument
+from common.messages.execs import ExecArgs
 from common.messages.lifecycle import Limit
-from common.messages.proc import ExecArgs, ExecRequest
+from common.messages.proc import ExecRequest
 from common.messages.spec import DEFAULT_CAPABILITIES, Capabilities, ProcessSpec
 from services.controller import oci
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from common.errors import ConflictError, InvalidArgument
-from common.messages.proc import ExecArgs
+from common.messages.execs import ExecArgs
 from common.messages.spec import ContainerSpec
 from services.platform import linux
 from services.platform import stub as stubs

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from common import fdpass
 from common.errors import ConflictError, NotFound
+from common.messages.execs import ExecArgs, ExecStarted
 from common.messages.lifecycle import StartContainerArgs
 from common.messages.platform import (
     ContainerRef,
@@ -43,7 +44,6 @@ from common.messages.platform import (
     TasksArgs,
     TasksResult,
 )
-from common.messages.proc import ExecArgs, ExecStarted
 from common.messages.spec import ContainerSpec
 from services.platform import exec_stub, hooks
 from services.platform import stub as stubs

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from common import fdpass, wire
 from common.errors import MessageError, ServiceUnavailable, error_from_wire
 from common.events import Publisher
+from common.messages.execs import ExecArgs, ExecStarted
 from common.messages.lifecycle import StartContainerArgs
 from common.messages.platform import (
     ContainerRef,
@@ -39,7 +40,6 @@ from common.messages.platform import (
     TasksArgs,
     TasksResult,
 )
-from common.messages.proc import ExecArgs, ExecStarted
 from common.rundir import RunDir
 from common.service import ServiceContext
 

@@ -23,8 +23,9 @@ from common.errors import (
     has_code,
 )
 from common.events import Publisher
+from common.messages.containers import StartRecord
 from common.messages.gofer import DetachArgs, MountFdsArgs, MountFdsResult
-from common.messages.lifecycle import ContainerStatus, StartRecord
+from common.messages.lifecycle import ContainerStatus
 from common.messages.platform import TaskExit
 from common.messages.proc import ProcessExit
 from common.messages.spec import ContainerSpec

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from services.controller.commands.base import CliContext, _settled
 from services.controller.registry import ContainerRecord, Registry
 from services.controller.services import ServiceManager
 from tests.integration.test_exec_tty import read_until
-from tests.integration.zerovisor import Zerovisor, sh
+from tests.integration.zerovisor import REPO, Zerovisor, sh
 
 pytestmark = pytest.mark.integration
 
@@ -238,3 +239,18 @@ def test_a_hostname_the_container_set_survives_a_sentry_restart(zv: Zerovisor, t
     assert zv("exec", "h", "uname", "-n").stdout == "renamed\n"
     zv("delete", "-f", "h")
     assert not RunDir.at(zv.root).hostname_path("h").exists()
+
+
+def test_a_wait_outlives_a_controller_restart(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "w")
+    with (tmp_path / "wait.err").open("w") as err:
+        waiting = subprocess.Popen(zv.argv("wait", "w"), stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        try:
+            time.sleep(1.0)  # it has asked by now: Containers.Wait answers on its connection
+            kill_service(zv, "controller")  # the connection breaks; the CLI asks a new controller
+            time.sleep(0.5)
+            zv("kill", "w", "KILL")
+            assert waiting.wait(timeout=60) == 137, (tmp_path / "wait.err").read_text()
+        finally:
+            waiting.kill()
+            waiting.wait()

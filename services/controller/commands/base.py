@@ -36,6 +36,7 @@ RETRIED = frozenset(
     {
         "Containers.Create",
         "Containers.State",
+        "Containers.Wait",
         "Containers.List",
         "Containers.Stats",
         "Containers.Kill",
@@ -157,34 +158,33 @@ def controller_client(obj: CliContext) -> FdClient:
     """A connection to the controller's fd channel (the caller closes it), the services started
     first if they are down."""
     from common.client import FdClient
-    from common.rundir import RunDir
-    from services.controller.services import ServiceManager
+    from common.rundir import SERVICES, RunDir
 
     run_dir = RunDir.at(obj.run_dir)
-    ServiceManager(run_dir, obj.root, obj.log_format, obj.debug).start()
+    # Only a missing service needs the manager (and its imports): most commands find all four.
+    if not all(run_dir.running_pid(service) for service in SERVICES):
+        from services.controller.services import ServiceManager
+
+        ServiceManager(run_dir, obj.root, obj.log_format, obj.debug).start()
     return FdClient(run_dir.socket_path("controller"), timeout=CALL_TIMEOUT)
 
 
 def wait_for_exit(obj: CliContext, cid: str) -> int:
-    """Block until container cid has stopped; return its exit status (128 + signal when killed)."""
-    from common.events import Subscriber
-    from common.messages.containers import ContainerState, IdArgs
-    from common.rundir import RunDir
+    """Block until container cid has stopped; return its exit status (128 + signal when killed).
 
-    # Subscribe before asking: an exit between the two is then seen by one or the other.
-    sub = Subscriber(RunDir.at(obj.run_dir).events_endpoint, [f"container.{cid}."])
-    try:
-        while True:
-            state = controller_call(obj, "Containers.State", IdArgs(id=cid), ContainerState)
-            if state.status == "stopped":
-                return state.exit_status if state.exit_status is not None else 0
-            event = sub.recv(timeout=1.0)
-            if event is not None and event[0].endswith(".exit"):
-                code = event[1]["body"].get("exit_code")
-                if isinstance(code, int):
-                    return code
-    finally:
-        sub.close()
+    Containers.Wait answers on the fd channel once the container stops, so waiting needs no
+    event subscription (and no ZMQ in the CLI).
+    """
+    from common.messages.containers import ContainerState, IdArgs
+
+    state: ContainerState
+    state, _ = controller_call_with_fds(obj, "Containers.Wait", IdArgs(id=cid), ContainerState, wait_forever=True)
+    return state.exit_status if state.exit_status is not None else 0
+
+
+def request_token() -> str:
+    """A fresh token for a request that may be sent again (Create, Exec): 128 random bits."""
+    return os.urandom(16).hex()
 
 
 def stdio_fds(preserve_fds: int) -> list[int]:

@@ -9,6 +9,7 @@ import click
 from services.controller.commands.base import (
     CliContext,
     controller_call_with_fds,
+    request_token,
     stdio_fds,
     wait_for_exit,
     write_pid_file,
@@ -46,10 +47,7 @@ def create_container(
     """Create container cid; its terminal's pty master goes to console_socket, or, with relay,
     back to the caller (who owns and closes it). None when there is no master to return.
     """
-    from uuid import uuid4
-
     from common.messages.containers import CreateArgs, CreateResult
-    from services.controller.console import send_console
 
     args = CreateArgs(
         id=cid,
@@ -57,7 +55,7 @@ def create_container(
         console_socket=bool(console_socket),
         foreground=relay,
         strace=strace,
-        token=uuid4().hex,
+        token=request_token(),
     )
     _, fds = controller_call_with_fds(obj, "Containers.Create", args, CreateResult, fds=stdio_fds(preserve_fds))
     master = fds[0] if fds else None
@@ -65,6 +63,8 @@ def create_container(
         os.close(fd)
     if master is None or not console_socket:
         return master
+    from services.controller.console import send_console
+
     try:
         send_console(console_socket, master)
     finally:

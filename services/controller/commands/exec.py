@@ -9,25 +9,27 @@ for it on the host.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
 
-from services.controller.commands.base import CliContext, controller_call, controller_call_with_fds, write_pid_file
+from services.controller.commands.base import (
+    CliContext,
+    controller_call,
+    controller_call_with_fds,
+    request_token,
+    write_pid_file,
+)
 from services.controller.commands.create import console_socket_option
 
 if TYPE_CHECKING:
     from common.messages.proc import ExecRequest, ProcessArgs
+    from services.controller.console import TerminalRelay
 
 #: Signals forwarded to the process (to its terminal's foreground group with a terminal).
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -147,8 +149,8 @@ def cli(
         raise click.UsageError("with --process, give only the container id")
     if not process_file and not command:
         raise click.UsageError("give a container id and a command (or --process)")
-    process = _read_process(process_file) if process_file else ""
-    terminal = tty or bool(process and json.loads(process).get("terminal") is True)
+    process, terminal = _read_process(process_file) if process_file else ("", False)
+    terminal = terminal or tty
     if console_socket and not terminal:
         raise click.UsageError("--console-socket needs a terminal (--tty, or terminal in the process file)")
     uid, gid = parse_user(user)
@@ -171,7 +173,7 @@ def cli(
         caps=list(caps),
         tty=tty,
         guest_fds=files.guest_fds,
-        token=uuid.uuid4().hex,
+        token=request_token(),
         fds=files.fds,
     )
     sys.exit(_run(obj, request, pid_file, internal_pid_file, console_socket))
@@ -201,7 +203,10 @@ def without_detach(argv: list[str]) -> list[str]:
     return out + argv[i:]
 
 
-def _read_process(path: str) -> str:
+def _read_process(path: str) -> tuple[str, bool]:
+    """The text of --process, and whether it asks for a terminal."""
+    import json
+
     try:
         with open(path) as f:
             text = f.read()
@@ -210,7 +215,7 @@ def _read_process(path: str) -> str:
         raise click.BadParameter(f"{path}: {e}", param_hint="--process") from None
     if not isinstance(value, dict):
         raise click.BadParameter(f"{path}: not a JSON object", param_hint="--process")
-    return text
+    return text, value.get("terminal") is True
 
 
 def _run(
@@ -227,7 +232,6 @@ def _run(
     after handing it out.
     """
     from common.messages.proc import ExecResult, ProcessArgs, ProcessExit, SignalProcessArgs
-    from services.controller.console import TerminalRelay, send_console
 
     result, fds = controller_call_with_fds(obj, "Proc.Exec", request, ExecResult, request.fds)
     master = fds[0] if fds else None
@@ -238,14 +242,9 @@ def _run(
         # After the internal one: once --pid-file is there, both are (runsc's order).
         if pid_file:
             write_pid_file(os.path.abspath(pid_file), os.getpid())
-        if master is not None and console_socket:
-            send_console(console_socket, master)
-        elif master is not None:
-            relay = TerminalRelay(master)
-            relay.start()
-            signal.signal(signal.SIGWINCH, lambda _signo, _frame: relay.resize() if relay else None)
         cid, pid, foreground = request.id, result.pid, master is not None
         if master is not None:
+            relay = _take_terminal(master, console_socket)
             _release_console(obj, ProcessArgs(cid=cid, pid=pid))
 
         def forward(signo: int, _frame: FrameType | None) -> None:
@@ -267,6 +266,20 @@ def _run(
     return int(status.exit_code or 0)
 
 
+def _take_terminal(master: int, console_socket: str | None) -> TerminalRelay | None:
+    """Send the pty master to the console socket (None), or relay it to our stdio (the relay,
+    running, resized with our window)."""
+    from services.controller.console import TerminalRelay, send_console
+
+    if console_socket:
+        send_console(console_socket, master)
+        return None
+    relay = TerminalRelay(master)
+    relay.start()
+    signal.signal(signal.SIGWINCH, lambda _signo, _frame: relay.resize())
+    return relay
+
+
 def _release_console(obj: CliContext, process: ProcessArgs) -> None:
     """Tell the fork server we hold the pty master, so that it drops the copy it kept in case
     the reply carrying it was lost (until then, our exit would not hang up the terminal)."""
@@ -283,6 +296,10 @@ def _release_console(obj: CliContext, process: ProcessArgs) -> None:
 def _detach(obj: CliContext, pid_file: str | None) -> int:
     """Start a child `controller exec` without --detach and return once it names itself in the
     pid file: the child is the host process that stands for the exec'd one."""
+    import subprocess
+    import tempfile
+    import time
+
     argv = without_detach(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="exec-pid-") as tmp:
         if pid_file is None:

@@ -34,11 +34,14 @@ def cli(
 ) -> None:
     """Run container CID from the bundle; exit with its exit status (128 + signal when killed)."""
     from common.messages.containers import ContainerState, DeleteArgs, IdArgs, KillArgs
-    from services.controller.console import TerminalRelay
 
     # In the foreground without a console socket, a terminal is relayed to our own stdio.
     master = create_container(obj, cid, bundle, preserve_fds, console_socket, relay=not detach, strace=strace)
-    relay = TerminalRelay(master) if master is not None else None
+    relay = None
+    if master is not None:
+        from services.controller.console import TerminalRelay
+
+        relay = TerminalRelay(master)
     try:
         if pid_file:
             represent(obj, cid, os.path.abspath(pid_file))

@@ -6,6 +6,7 @@ import logging
 
 from common.clock import now_rfc3339
 from common.errors import ConflictError
+from common.messages.containers import StartRecord
 from common.messages.lifecycle import (
     ContainerArgs,
     ContainerList,
@@ -20,7 +21,6 @@ from common.messages.lifecycle import (
     ShutdownArgs,
     SignalContainerArgs,
     StartContainerArgs,
-    StartRecord,
 )
 from common.messages.platform import ContainerRef, LaunchArgs, LaunchResult, ReleaseResult, SignalArgs, StatsResult
 from services.sentry.kernel import (

@@ -6,12 +6,11 @@ import logging
 
 from common import fdpass
 from common.errors import NotFound
+from common.messages.execs import ExecArgs, ExecStarted
 from common.messages.platform import ContainerRef, PidsResult, ProcessRef
 from common.messages.platform import SignalProcessArgs as PlatformSignal
 from common.messages.proc import (
-    ExecArgs,
     ExecResult,
-    ExecStarted,
     ProcessArgs,
     ProcessExit,
     PsArgs,

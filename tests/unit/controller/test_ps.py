@@ -17,8 +17,9 @@ from common.messages.proc import Process, PsArgs, PsResult
 from common.rpc import Registry as RpcRegistry
 from services.controller.commands import ps
 from services.controller.commands.base import CliContext
-from services.controller.proc import ExitWaiters, Proc
+from services.controller.proc import Proc, process_exit
 from services.controller.registry import ContainerRecord, Registry
+from services.controller.waiters import Waiters
 
 INIT = Process(uid=0, pid=1, ppid=0, threads=[1], c=0, tty="pts/0", stime="14:04", time="10ms", cmd="sh")
 CHILD = Process(
@@ -120,7 +121,7 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
 
 def domain(registry: Registry, sentry: FakeSentry) -> Proc:
     channel = cast(ServiceChannel, sentry)
-    return Proc(registry, channel, ExitWaiters(channel))
+    return Proc(registry, channel, Waiters(process_exit(channel)))
 
 
 def test_only_the_calls_are_rpcs(registry: Registry) -> None:

@@ -12,8 +12,8 @@ import pytest
 
 from common import fdpass, wire
 from common.errors import RemoteError
+from common.messages.execs import ExecArgs
 from common.messages.platform import ContainerRef, ListenersArgs, PidsResult
-from common.messages.proc import ExecArgs
 from tests.unit.platform import supervisor
 from tests.unit.platform.test_forkserver import ForkServerProcess, forkserver, started_container
 
