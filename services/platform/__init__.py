@@ -16,3 +16,4 @@ Layout:
     consoles.py        pty masters held until the exec'ing CLI has its own
     hooks.py           OCI runtime hooks
     clone.py, linux.py ctypes wrappers for what Python's os module lacks
+"""
