@@ -106,6 +106,19 @@ class Bench:
             measure()
         return [measure() for _ in range(1 if self.quick else self.runs)]
 
+    def repeat_in_turn(self, measures: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+        """As repeat for every one of measures, but round by round, each variant once per round
+        (the warm-up rounds too): a machine whose speed drifts during the case (a disk that
+        trims what the last round deleted, a neighbour) then shifts every variant alike."""
+        for _ in range(0 if self.quick else self.warmup):
+            for measure in measures.values():
+                measure()
+        samples: dict[str, list[float]] = {name: [] for name in measures}
+        for _ in range(1 if self.quick else self.runs):
+            for name, measure in measures.items():
+                samples[name].append(measure())
+        return samples
+
 
 def wait_exact(proc: subprocess.Popen[str], timeout: float) -> int:
     """proc's exit status, returned as soon as it exits; after timeout seconds, kills it and

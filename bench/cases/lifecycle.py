@@ -11,6 +11,8 @@ for starting them once, which is not what these rows are about.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.cases._containers import SLEEPER, Runc, case_bundle, fresh_id, runc, runc_delete, zerovisor
@@ -35,37 +37,63 @@ def measure(bench: Bench) -> list[Result]:
     true_bundle = case_bundle(bench, "lifecycle", "true", ["true"])
     sleeper = case_bundle(bench, "lifecycle", "sleeper", SLEEPER)
     rc = runc(bench)
-    baselines = (FLOOR, "runc") if rc is not None else (FLOOR,)
-    results: list[Result] = [Result(RUN, FLOOR, "ms", bench.repeat(lambda: _floor(bench)))]
+    results: list[Result] = []
     with zerovisor(bench, "lifecycle") as zv:
         # `controller run` without -d deletes the container after it exits, as `runc run` does.
-        samples = bench.repeat(lambda: timed(lambda: zv("run", "-b", str(true_bundle), fresh_id("run"))))
-        results.append(Result(RUN, "zerovisor", "ms", samples, baselines, TARGET))
+        runs: dict[str, Callable[[], float]] = {
+            FLOOR: lambda: _floor(bench),
+            "zerovisor": lambda: timed(lambda: zv("run", "-b", str(true_bundle), fresh_id("run"))),
+        }
         if rc is not None:
-            samples = bench.repeat(lambda: timed(lambda: rc("run", "--bundle", str(true_bundle), fresh_id("run"))))
-            results.append(Result(RUN, "runc", "ms", samples))
-
-        results.append(Result(EXEC, FLOOR, "ms", bench.repeat(lambda: _floor(bench))))
-        results.append(Result(EXEC, "zerovisor", "ms", _zv_exec(bench, zv, sleeper), baselines, TARGET))
-        if rc is not None:
-            results.append(Result(EXEC, "runc", "ms", _runc_exec(bench, rc, sleeper)))
+            runs["runc"] = lambda: timed(lambda: rc("run", "--bundle", str(true_bundle), fresh_id("run")))
+        results += _results(RUN, bench.repeat_in_turn(runs))
+        with _zv_sleeper(zv, sleeper) as zv_cid, _runc_sleeper(rc, sleeper) as runc_cid:
+            execs: dict[str, Callable[[], float]] = {
+                FLOOR: lambda: _floor(bench),
+                "zerovisor": lambda: timed(lambda: zv("exec", zv_cid, "true")),
+            }
+            if rc is not None:
+                execs["runc"] = lambda: timed(lambda: rc("exec", runc_cid, "true"))
+            results += _results(EXEC, bench.repeat_in_turn(execs))
     return results
 
 
-def _zv_exec(bench: Bench, zv: Zerovisor, sleeper: Path) -> list[float]:
-    """`controller exec CID true` into one detached sleeper, timed each time."""
+def _results(case: str, samples: dict[str, list[float]]) -> list[Result]:
+    """The rows of one case measured in turn: zerovisor's with its ratios to the others."""
+    baselines = tuple(variant for variant in samples if variant != "zerovisor")
+    return [
+        Result(
+            case,
+            variant,
+            "ms",
+            values,
+            baselines if variant == "zerovisor" else (),
+            TARGET if variant == "zerovisor" else "",
+        )
+        for variant, values in samples.items()
+    ]
+
+
+@contextmanager
+def _zv_sleeper(zv: Zerovisor, sleeper: Path) -> Iterator[str]:
+    """A detached zerovisor sleeper to exec into, for the body; its id."""
     cid = fresh_id("exec")
     zv("run", "-d", "-b", str(sleeper), cid)
-    samples = bench.repeat(lambda: timed(lambda: zv("exec", cid, "true")))
-    zv("delete", "--force", cid)
-    return samples
+    try:
+        yield cid
+    finally:
+        zv("delete", "--force", cid)
 
 
-def _runc_exec(bench: Bench, rc: Runc, sleeper: Path) -> list[float]:
-    """`runc exec CID true` into one detached sleeper (stdio to files, so no console socket)."""
+@contextmanager
+def _runc_sleeper(rc: Runc | None, sleeper: Path) -> Iterator[str]:
+    """A detached runc sleeper (stdio to files, so no console socket), or "" without runc."""
+    if rc is None:
+        yield ""
+        return
     cid = fresh_id("exec")
     try:
         rc("run", "--detach", "--bundle", str(sleeper), cid)
-        return bench.repeat(lambda: timed(lambda: rc("exec", cid, "true")))
+        yield cid
     finally:
         runc_delete(rc, [cid])

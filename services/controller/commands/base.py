@@ -114,15 +114,16 @@ def controller_call_with_fds(
     """controller_call, returning the reply's files too; the caller owns and closes them.
 
     A call in RETRIED or SETTLED_BY that fails because a service is down or restarting is sent
-    again on a new connection (the services started again first, if they are down) until
-    RETRY_TIMEOUT.
+    again on a new connection (the services started again first, if they are down) until they
+    have been away for RETRY_TIMEOUT.
     """
     from common.errors import is_unavailable
 
-    deadline = time.monotonic() + RETRY_TIMEOUT
     timeout = QUERY_TIMEOUT if method in QUERIES else None
     repeated = False
+    down_since: float | None = None
     while True:
+        started = time.monotonic()
         try:
             with controller_client(obj) as client:
                 result, out = client.call(method, args, result_type, fds, wait_forever, timeout)
@@ -132,7 +133,14 @@ def controller_call_with_fds(
                 return cast(R, settled[0]), []
             if (method not in RETRIED and method not in SETTLED_BY) or not is_unavailable(e):
                 raise
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            # The budget counts the time the services have been away, not the call's age: an
+            # answer waited for hours (Containers.Wait) that a restart breaks is retried anew.
+            if now - started > RETRY_TIMEOUT:
+                down_since = now
+            elif down_since is None:
+                down_since = started
+            if now - down_since > RETRY_TIMEOUT:
                 raise
         repeated = True
         time.sleep(RETRY_PAUSE)
