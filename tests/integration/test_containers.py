@@ -194,3 +194,10 @@ def test_oci_errors_are_clear_and_change_nothing(zv: Zerovisor, tmp_path: Path) 
     zv("delete", "-f", "noproc")
     assert json.loads(zv("list", "--format", "json").stdout) == []
     assert os.listdir(zv.root)  # the registry lives under --root
+
+
+def test_run_and_wait_wait_on_the_fd_channel_without_zmq(zv: Zerovisor, tmp_path: Path) -> None:
+    # The exit comes back as Containers.Wait's late answer, not through an event subscription.
+    assert zv.run_loading("zmq", "run", "-b", str(sh(tmp_path, "sleep 0.5; exit 6")), "fg") == (6, False)
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 0.5; exit 7", name="detached")), "bg")
+    assert zv.run_loading("zmq", "wait", "bg") == (7, False)

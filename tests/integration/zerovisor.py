@@ -52,6 +52,21 @@ class Zerovisor:
         assert isinstance(out, dict)
         return out
 
+    def run_loading(self, module: str, *args: str) -> tuple[int, bool]:
+        """Run `controller *args` in a fresh interpreter: (its exit status, whether module was
+        imported by the time it exited)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            flag = Path(tmp) / "loaded"
+            program = (
+                "import atexit, sys\n"
+                f"atexit.register(lambda: open({str(flag)!r}, 'w').write(str({module!r} in sys.modules)))\n"
+                "from services.controller.cli import main\n"
+                f"sys.argv = ['controller', '--root', {str(self.root)!r}, *{list(args)!r}]\n"
+                "main()\n"
+            )
+            done = subprocess.run([sys.executable, "-c", program], cwd=REPO, stdin=subprocess.DEVNULL, check=False)
+            return done.returncode, flag.read_text() == "True"
+
     @property
     def instance(self) -> str:
         """The name of this root's group: a container's cgroup is zerovisor/<instance>/<cid>."""
