@@ -103,7 +103,6 @@ class Supervisor:
         self.mem = TaskMemory()
         self._add_reader = add_reader
         self._remove_reader = remove_reader
-        #: listener fd -> what it serves.
         #: Listener fd -> the listener (owned) and its container.
         self.watched: dict[int, tuple[Listener, Watched]] = {}
         #: syscall number -> (family, handler).
@@ -215,7 +214,7 @@ class Supervisor:
     def install(self, call: Call, fd: int, cloexec: bool) -> None:
         """Complete the syscall by installing fd (ours; closed here) in the task."""
         try:
-            target = call.listener.add_fd(call.id, fd, os.O_CLOEXEC if cloexec else 0, send=True)
+            target = call.listener.install_fd(call.id, fd, os.O_CLOEXEC if cloexec else 0)
         finally:
             os.close(fd)
         if call.w.strace:
@@ -267,7 +266,7 @@ class Supervisor:
 
     def creds(self, pid: int) -> tuple[Creds, int]:
         """The task's file-system credentials (host ids) and its umask."""
-        uid, gid, groups, umask = task_creds(pid)
+        uid, gid, groups, umask = task_creds(self.mem, pid)
         return Creds(uid=uid, gid=gid, groups=groups), umask
 
     def gofer_call(

@@ -23,32 +23,16 @@ import errno
 import os
 from typing import Final, NamedTuple
 
-from services.sentry.taskmem import GONE_ERRNOS, NotAPath, TaskGone
+from services.sentry.taskmem import GONE_ERRNOS, NotAPath, TaskGone, TaskMemory
 
 #: What d_path appends to the name of an unlinked file.
 _DELETED: Final = " (deleted)"
 
 
-def task_creds(pid: int) -> tuple[int, int, list[int], int]:
-    """(fsuid, fsgid, supplementary groups, umask) of the task (thread) pid, from one read of
-    /proc/PID/status. Credentials are per thread: pass the notification's TID. TaskGone if gone."""
-    try:
-        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as e:
-        if e.errno in GONE_ERRNOS:
-            raise TaskGone(pid) from None
-        raise
-    try:
-        text = os.read(fd, _STATUS_READ)
-        if len(text) == _STATUS_READ:  # thousands of groups: the rest follows (single_open file)
-            parts = [text]
-            while chunk := os.read(fd, 1 << 20):
-                parts.append(chunk)
-            text = b"".join(parts)
-    except ProcessLookupError:
-        raise TaskGone(pid) from None
-    finally:
-        os.close(fd)
+def task_creds(memory: TaskMemory, pid: int) -> tuple[int, int, list[int], int]:
+    """(fsuid, fsgid, supplementary groups, umask) of the task (thread) pid, from its
+    /proc/TID/status. Credentials are per thread: pass the notification's TID. TaskGone if gone."""
+    text = memory.status(pid)
     # Every key starts a line (the Name line comes first and escapes newlines).
     uid = _status_field(text, b"\nUid:")
     gid = _status_field(text, b"\nGid:")
@@ -59,9 +43,6 @@ def task_creds(pid: int) -> tuple[int, int, list[int], int]:
     if umask is None:
         raise OSError(errno.ENOTSUP, f"/proc/{pid}/status has no Umask line")
     return int(uid.split()[3]), int(gid.split()[3]), [int(g) for g in groups.split()], int(umask, 8)
-
-
-_STATUS_READ: Final = 16384
 
 
 def _status_field(text: bytes, key: bytes) -> bytes | None:

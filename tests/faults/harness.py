@@ -55,6 +55,10 @@ RESTART_TIMEOUT = 60.0
 #: may have opened its lazy connections in another order; a leak per container, exec or kill
 #: grows far beyond this over a workload.
 FD_SLACK = 3
+#: How many warnings of each service's log a failure report shows.
+LOG_LINES = 12
+#: The log lines a failure report shows.
+_LOG_MARKS = (" WARNING ", " ERROR ", " restored from ")
 #: Container statuses in which the init exists and the platform must know its pid.
 LIVE = ("created", "running", "paused")
 
@@ -150,8 +154,23 @@ class Faults:
             *problems,
             "timeline:",
             *(f"  {t}" for t in timeline),
+            *self._log_warnings(),
         ]
         return "\n".join(lines)
+
+    def _log_warnings(self) -> list[str]:
+        """The last warnings and errors each service logged, and what a restarted sentry
+        recovered: where a failure report starts looking for the cause."""
+        lines = []
+        for service in SERVICES:
+            path = self.run_dir.log_path(service)
+            if not path.exists():
+                continue
+            logged = path.read_text(errors="replace").splitlines()
+            worst = [line for line in logged if any(mark in line for mark in _LOG_MARKS)][-LOG_LINES:]
+            if worst:
+                lines += [f"{service}.log:", *(f"  {line}" for line in worst)]
+        return lines
 
     def fail_now(self, message: str) -> NoReturn:
         """Stop the test here: what follows cannot be checked meaningfully."""

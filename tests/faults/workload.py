@@ -153,7 +153,7 @@ class Workload:
             lines = self.lines()
             bad = [line for line in lines if line.startswith("BAD")]
             if bad:
-                self.faults.problem(f"{self.cid} failed: {bad[0]} (stderr: {self.stderr()})")
+                self.faults.problem(f"{self.cid} failed: {bad[0]}{self.host_file(bad[0])} (stderr: {self.stderr()})")
                 return False
             now = self.progress()
             if now >= self.iterations:
@@ -167,6 +167,16 @@ class Workload:
                 )
                 return False
             time.sleep(0.1)
+
+    def host_file(self, bad: str) -> str:
+        """What the host holds of the file a BAD line names, so that a failed read or a
+        mismatch tells lost data from a failed call."""
+        m = re.match(r"BAD (\d+) ", bad)
+        if m is None:
+            return ""
+        path = self.data / f"f{m.group(1)}"
+        held = path.read_bytes() if path.exists() else None
+        return f"; f{m.group(1)} on the host: {held!r}, want {content(int(m.group(1))).encode()!r}"
 
     def stderr(self) -> str:
         """The end of the container's stderr, for messages."""

@@ -1,5 +1,5 @@
 """open, openat, openat2, creat: a file opened for write, create or truncate is opened by the gofer
-and installed into the task (SECCOMP_ADDFD_FLAG_SEND); everything else is continued.
+and installed into the task (Supervisor.install); everything else is continued.
 
 Read-only open and openat never reach here (the filter lets them run natively); openat2 always
 does, since its flags sit in memory: a read-only one is continued, which is safe because the

@@ -105,7 +105,7 @@ def test_task_gone_after_kill(memory: TaskMemory) -> None:
             with pytest.raises(TaskGone):
                 memory.read_string(notif.pid, notif.instruction_pointer)
             with pytest.raises(TaskGone):
-                task_creds(notif.pid)
+                task_creds(memory, notif.pid)
             with pytest.raises(TaskGone):
                 task_cwd(notif.pid)
             assert len(memory) == 0
@@ -113,18 +113,38 @@ def test_task_gone_after_kill(memory: TaskMemory) -> None:
             child.close()
 
 
-def test_task_creds_of_a_trapped_task() -> None:
+def test_task_creds_of_a_trapped_task(memory: TaskMemory) -> None:
     child, listener = started("creds")
     with listener:
         try:
             notif = next_notification(child, listener)
             assert notif.nr == NR_GETPPID
-            assert task_creds(notif.pid) == (4321, 8765, [1234, 5678], 0o027)
+            assert task_creds(memory, notif.pid) == (4321, 8765, [1234, 5678], 0o027)
             assert listener.respond(notif.id, val=1)
             assert child.line()["ret"] == 1
         finally:
             child.close()
-    assert task_creds(os.getpid())[3] == _own_umask()
+    assert task_creds(memory, os.getpid())[3] == _own_umask()
+
+
+def test_status_is_read_through_one_fd_while_its_task_lives(memory: TaskMemory) -> None:
+    child, listener = started("block")
+    with listener:
+        try:
+            notif = next_notification(child, listener)
+            before = open_fds()
+            first = memory.status(notif.pid)
+            assert b"\nUmask:" in first
+            opened = open_fds() - before
+            assert len(opened) == 1  # the cached fd
+            assert memory.status(notif.pid) == first
+            assert open_fds() - before == opened
+            child.kill()
+            with pytest.raises(TaskGone):
+                memory.status(notif.pid)
+            assert open_fds() == before  # the dead task's fd was closed
+        finally:
+            child.close()
 
 
 def _own_umask() -> int:
@@ -279,7 +299,7 @@ def test_no_fd_leaks(tmp_path: Path) -> None:
             try:
                 notif = next_notification(child, listener)
                 memory.read(notif.pid, notif.instruction_pointer, 1)
-                task_creds(notif.pid)
+                task_creds(memory, notif.pid)
                 task_cwd(notif.pid)
                 listener.respond(notif.id)
                 child.line()
