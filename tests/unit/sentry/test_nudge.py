@@ -17,7 +17,7 @@ import pytest
 from services.sentry.nudge import nudge_waiting, waiting_threads
 from services.sentry.seccomp import Listener, Notification
 from tests.unit.sentry.notify_child import started
-from tests.unit.sentry.test_seccomp import NR_GETPPID, NR_OPENAT, serve_one
+from tests.unit.sentry.test_seccomp import NR_GETPPID, NR_OPENAT, open_creat_child, serve_one, wrote_through
 
 
 def wait_for_waiting(pid: int, timeout: float = 10.0) -> list[int]:
@@ -116,27 +116,14 @@ def test_a_supervisor_killed_while_installing_an_fd(tmp_path: Path, send: bool) 
     """Why install_fd answers apart from the ADDFD: killed inside ADDFD with SEND the call
     returns 0 with no fd (a kernel fact this test pins), killed inside install_fd the task waits
     on, and a nudge makes it open again and get its fd."""
-    target = tmp_path / "created"
-    child, listener = started("open_creat", str(target))
-    r, w = os.pipe2(os.O_CLOEXEC)
-    with listener:
-        try:
-            notif = serve_one(child, listener, NR_OPENAT)
-            _kill_inside_install(listener, notif, child.pid, w, send)
-            if send:
-                # "Opened" as fd 0, the program's stdin (read-only here, so its write fails).
-                assert child.line() == {"fd": 0, "write_errno": errno.EBADF}
-                return
-            assert listener.id_valid(notif.id)  # still waiting, as after any lost notification
-            assert nudge_waiting([child.pid]) == 1
-            again = serve_one(child, listener, NR_OPENAT)
-            installed = listener.install_fd(again.id, w)
-            assert child.line() == {"fd": installed, "fifo": True, "created": False}
-            os.close(w)
-            w = -1
-            assert os.read(r, 100) == b"hello from the child"
-        finally:
-            child.close()
-            os.close(r)
-            if w >= 0:
-                os.close(w)
+    with open_creat_child(tmp_path) as (child, listener, r, w):
+        notif = serve_one(child, listener, NR_OPENAT)
+        _kill_inside_install(listener, notif, child.pid, w, send)
+        if send:
+            # "Opened" as fd 0, the program's stdin (read-only here, so its write fails).
+            assert child.line() == {"fd": 0, "write_errno": errno.EBADF}
+            return
+        assert listener.id_valid(notif.id)  # still waiting, as after any lost notification
+        assert nudge_waiting([child.pid]) == 1
+        again = serve_one(child, listener, NR_OPENAT)
+        wrote_through(child, r, listener.install_fd(again.id, w))

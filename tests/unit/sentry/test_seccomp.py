@@ -11,6 +11,7 @@ import os
 import select
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -103,50 +104,56 @@ def test_errno_answer_skips_the_real_call(tmp_path: os.PathLike[str]) -> None:
             child.close()
 
 
-def test_add_fd_send_completes_the_open_with_our_fd(tmp_path: os.PathLike[str], memory: TaskMemory) -> None:
-    target = os.path.join(tmp_path, "created")
-    child, listener = started("open_creat", target)
+@contextmanager
+def open_creat_child(tmp_path: os.PathLike[str]) -> Iterator[tuple[Child, Listener, int, int]]:
+    """A child about to make a creating open, its listener, and a pipe (r, w) whose write end
+    a test installs as the file it opens; all closed after."""
+    child, listener = started("open_creat", os.path.join(tmp_path, "created"))
     r, w = os.pipe2(os.O_CLOEXEC)
     with listener:
         try:
-            notif = serve_one(child, listener, NR_OPENAT)  # the read-only open before was not trapped
-            assert as_int(notif.args[0]) == -100  # AT_FDCWD
-            assert notif.args[2] & os.O_CREAT
-            assert memory.read_string(notif.pid, notif.args[1]) == os.fsencode(target)
-            installed = listener.add_fd(notif.id, w, os.O_CLOEXEC)
-            assert installed >= 0
-            os.close(w)
-            w = -1
-            assert child.line() == {"fd": installed, "fifo": True, "created": False}
-            assert os.read(r, 100) == b"hello from the child"
-            assert not listener.id_valid(notif.id)  # SEND answered it
+            yield child, listener, r, w
         finally:
             child.close()
             os.close(r)
-            if w >= 0:
-                os.close(w)
+            os.close(w)
+
+
+def wrote_through(child: Child, r: int, installed: int) -> None:
+    """The child's open returned installed, and what it wrote there came out of our pipe."""
+    assert child.line() == {"fd": installed, "fifo": True, "created": False}
+    assert os.read(r, 100) == b"hello from the child"
+
+
+def test_add_fd_send_completes_the_open_with_our_fd(tmp_path: os.PathLike[str], memory: TaskMemory) -> None:
+    with open_creat_child(tmp_path) as (child, listener, r, w):
+        notif = serve_one(child, listener, NR_OPENAT)  # the read-only open before was not trapped
+        assert as_int(notif.args[0]) == -100  # AT_FDCWD
+        assert notif.args[2] & os.O_CREAT
+        assert memory.read_string(notif.pid, notif.args[1]) == os.fsencode(os.path.join(tmp_path, "created"))
+        installed = listener.add_fd(notif.id, w, os.O_CLOEXEC)
+        assert installed >= 0
+        wrote_through(child, r, installed)
+        assert not listener.id_valid(notif.id)  # SEND answered it
 
 
 def test_add_fd_without_send_then_respond(tmp_path: os.PathLike[str]) -> None:
-    target = os.path.join(tmp_path, "created")
-    child, listener = started("open_creat", target)
-    r, w = os.pipe2(os.O_CLOEXEC)
-    with listener:
-        try:
-            notif = serve_one(child, listener, NR_OPENAT)
-            installed = listener.add_fd(notif.id, w, send=False, target_fd=77)
-            assert installed == 77
-            assert listener.id_valid(notif.id)  # still pending
-            assert listener.respond(notif.id, val=installed)
-            assert child.line() == {"fd": 77, "fifo": True, "created": False}
-            os.close(w)
-            w = -1
-            assert os.read(r, 100) == b"hello from the child"
-        finally:
-            child.close()
-            os.close(r)
-            if w >= 0:
-                os.close(w)
+    with open_creat_child(tmp_path) as (child, listener, r, w):
+        notif = serve_one(child, listener, NR_OPENAT)
+        installed = listener.add_fd(notif.id, w, send=False, target_fd=77)
+        assert installed == 77
+        assert listener.id_valid(notif.id)  # still pending
+        assert listener.respond(notif.id, val=installed)
+        wrote_through(child, r, 77)
+
+
+def test_install_fd_installs_then_answers(tmp_path: os.PathLike[str]) -> None:
+    with open_creat_child(tmp_path) as (child, listener, r, w):
+        notif = serve_one(child, listener, NR_OPENAT)
+        installed = listener.install_fd(notif.id, w)
+        assert installed >= 0
+        assert not listener.id_valid(notif.id)  # answered
+        wrote_through(child, r, installed)
 
 
 def test_answers_to_a_killed_task_report_it_gone() -> None:
