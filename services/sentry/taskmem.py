@@ -167,14 +167,18 @@ class TaskMemory:
             raise
         try:
             text = _read_whole(fd)
-        except ProcessLookupError:
+        except BaseException as e:
             os.close(fd)
-            raise TaskGone(pid) from None
+            if isinstance(e, ProcessLookupError):
+                raise TaskGone(pid) from None
+            raise
         self._status_fds[pid] = fd
         return text
 
     def _reopen(self, pid: int) -> int:
-        self.forget(pid)
+        stale = self._fds.pop(pid, None)  # a new mm (exec) leaves its status fd valid
+        if stale is not None:
+            os.close(stale)
         try:
             fd = os.open(f"/proc/{pid}/mem", _MEM_FLAGS)
         except OSError as e:
@@ -294,9 +298,6 @@ class TaskMemory:
             raise ValueError(f"transfer of {size} bytes (limit {MAX_TRANSFER})")
         if addr < 0 or addr + size > 1 << 63:  # not a user address; os.pread could not even try
             raise BadAddress(addr, size, pid)
-
-
-# --- credentials -------------------------------------------------------------------------------
 
 
 def _read_whole(fd: int) -> bytes:
