@@ -245,14 +245,16 @@ class Listener:
         notif_id: int,
         srcfd: int,
         newfd_flags: int = 0,
-        send: bool = True,
+        *,
+        send: bool,
         target_fd: int | None = None,
     ) -> int:
         """Install a copy of our srcfd into the task; the fd number it got there, or -1 if the
         task is gone (ENOENT).
 
-        newfd_flags may only be O_CLOEXEC. With send (the default) the call is completed at the
-        same time, returning the new fd number (SECCOMP_ADDFD_FLAG_SEND): no respond() follows.
+        newfd_flags may only be O_CLOEXEC. With send the call is completed at the
+        same time, returning the new fd number (SECCOMP_ADDFD_FLAG_SEND): no respond() follows (not safe
+        against a supervisor killed meanwhile: see install_fd).
         Without send the call is still pending and must be answered. target_fd installs at that
         number, replacing whatever the task had there (SECCOMP_ADDFD_FLAG_SETFD). srcfd stays
         ours: the caller closes it.

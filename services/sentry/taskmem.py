@@ -6,7 +6,8 @@ and reads and writes it with pread/pwrite: ~2 us a read against ~8 us for proces
 (KERNEL-FACTS). The pid a notification names is the calling thread's TID; a thread gets its
 own fd (the /proc/TID entry of a thread works like a process's). A cached fd keeps pointing at
 the mm it was opened on: after execve, exit or pid reuse it reads 0 bytes, and the next access
-reopens it once and retries (forget() after a known execve or exit avoids that round).
+reopens it once and retries (forget_memory() after a known execve, forget() after an exit,
+avoid that round).
 Whatever was read from memory is only trustworthy once Listener.id_valid() confirms the
 notification is still pending (the pid might have been reused in between). A write confirms
 that only when it opens a fresh fd (write's confirm): a cached fd still on the task's mm proves
@@ -125,11 +126,15 @@ class TaskMemory:
         return len(self._fds)
 
     def forget(self, pid: int) -> None:
-        """Close pid's fds, if any: after it execs (new mm) or exits."""
-        fd = self._fds.pop(pid, None)
+        """Close pid's fds, if any: after it exits."""
+        self.forget_memory(pid)
+        fd = self._status_fds.pop(pid, None)
         if fd is not None:
             os.close(fd)
-        fd = self._status_fds.pop(pid, None)
+
+    def forget_memory(self, pid: int) -> None:
+        """Close pid's mem fd, if any: after it execs (a new mm; its status fd stays valid)."""
+        fd = self._fds.pop(pid, None)
         if fd is not None:
             os.close(fd)
 
@@ -176,9 +181,7 @@ class TaskMemory:
         return text
 
     def _reopen(self, pid: int) -> int:
-        stale = self._fds.pop(pid, None)  # a new mm (exec) leaves its status fd valid
-        if stale is not None:
-            os.close(stale)
+        self.forget_memory(pid)
         try:
             fd = os.open(f"/proc/{pid}/mem", _MEM_FLAGS)
         except OSError as e:

@@ -3,7 +3,7 @@
 The gofer checks that the path names an executable file within the container's mounts (an
 escape through symlinks or ".." cannot pass RESOLVE_IN_ROOT); the call is then continued, which
 the kernel enforces the same way in the program's own mount namespace. The task's memory
-changes with the exec, so its cached /proc/PID/mem is dropped.
+changes with the exec, so its cached /proc/PID/mem is dropped (its status fd stays).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ AT_EMPTY_PATH = 0x1000
 
 def _exec(sv: Supervisor, call: Call, dirfd: int, addr: int, flags: int) -> None:
     if flags & AT_EMPTY_PATH:
-        sv.mem.forget(call.pid)
+        sv.mem.forget_memory(call.pid)
         sv.cont(call)  # fexecve: the fd was opened, and so checked, already
         return
     path = sv.container_path(call.pid, dirfd, sv.path_arg(call, addr), follow=True)
-    sv.mem.forget(call.pid)  # whatever comes next reads the new program's memory
+    sv.mem.forget_memory(call.pid)  # whatever comes next reads the new program's memory
     if not call.w.mounts.served_by_gofer(path):
         sv.cont(call)
         return

@@ -131,7 +131,7 @@ def test_add_fd_send_completes_the_open_with_our_fd(tmp_path: os.PathLike[str], 
         assert as_int(notif.args[0]) == -100  # AT_FDCWD
         assert notif.args[2] & os.O_CREAT
         assert memory.read_string(notif.pid, notif.args[1]) == os.fsencode(os.path.join(tmp_path, "created"))
-        installed = listener.add_fd(notif.id, w, os.O_CLOEXEC)
+        installed = listener.add_fd(notif.id, w, os.O_CLOEXEC, send=True)
         assert installed >= 0
         wrote_through(child, r, installed)
         assert not listener.id_valid(notif.id)  # SEND answered it
@@ -167,7 +167,7 @@ def test_answers_to_a_killed_task_report_it_gone() -> None:
             assert not listener.id_valid(notif.id)
             assert listener.respond(notif.id, val=1) is False
             assert listener.respond_continue(notif.id) is False
-            assert listener.add_fd(notif.id, w) == -1
+            assert listener.add_fd(notif.id, w, send=True) == -1
         finally:
             child.close()
             os.close(r)
@@ -237,7 +237,7 @@ def test_no_fd_leaks(tmp_path: os.PathLike[str]) -> None:
                 notif = serve_one(child, listener, NR_OPENAT)
                 memory.read_string(notif.pid, notif.args[1])
                 assert len(memory) == 1
-                assert listener.add_fd(notif.id, w) >= 0
+                assert listener.add_fd(notif.id, w, send=True) >= 0
                 child.line()
             finally:
                 child.close()

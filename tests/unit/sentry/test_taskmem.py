@@ -139,6 +139,9 @@ def test_status_is_read_through_one_fd_while_its_task_lives(memory: TaskMemory) 
             assert len(opened) == 1  # the cached fd
             assert memory.status(notif.pid) == first
             assert open_fds() - before == opened
+            memory.forget_memory(notif.pid)  # as after an exec: the status fd stays
+            assert memory.status(notif.pid) == first
+            assert open_fds() - before == opened
             child.kill()
             with pytest.raises(TaskGone):
                 memory.status(notif.pid)
