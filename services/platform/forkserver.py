@@ -75,6 +75,15 @@ class Task:
     stub: stubs.Stub | None
     #: The container's cgroup.
     cgroup: Cgroup
+    #: A dup of the init's pty master until release, for a Launch sent again (owned: closed by
+    #: drop_console).
+    console: int | None = None
+
+    def drop_console(self) -> None:
+        """Close the kept pty master, if any (at release and at destroy)."""
+        if self.console is not None:
+            os.close(self.console)
+            self.console = None
 
 
 class ForkServer:
@@ -115,6 +124,9 @@ class ForkServer:
 
     def launch(self, args: LaunchArgs) -> LaunchResult:
         """Create the init of a container; it waits, set up, for release()."""
+        earlier = self._launched(args)
+        if earlier is not None:
+            return earlier
         if args.cid in self.cgroups:
             raise ConflictError(f"container {args.cid!r} already has a task")
         cgroup = Cgroup.create(args.spec.cgroups_path or f"{self.instance}/{args.cid}", args.spec.resources)
@@ -131,21 +143,35 @@ class ForkServer:
         if args.strace:
             self.straced.add(args.cid)
         self.tokens[args.cid] = args.token
-        self.live[args.cid] = Task(args.cid, stub.pid, stub, cgroup)
         console, stub.console = stub.console, None
+        kept = os.dup(console) if console is not None else None
+        self.live[args.cid] = Task(args.cid, stub.pid, stub, cgroup, kept)
         # The Dispatcher sends the master on and closes our copy.
         return LaunchResult(pid=stub.pid, fds=[console] if console is not None else [])
+
+    def _launched(self, args: LaunchArgs) -> LaunchResult | None:
+        """What an earlier Launch with this token created, while its init waits for release,
+        or None: the platform that asked died before it passed the answer on, and the sentry
+        asks again (the Dispatcher sends the master's dup on and closes it)."""
+        task = self.live.get(args.cid)
+        if not args.token or task is None or task.stub is None or self.tokens.get(args.cid) != args.token:
+            return None
+        return LaunchResult(pid=task.pid, fds=[os.dup(task.console)] if task.console is not None else [])
 
     def release(self, args: StartContainerArgs) -> ReleaseResult:
         """Let a launched init exec the program args describe, then run the poststart hooks.
 
         A trapping init's listener comes back as a dup; the fork server keeps the original.
+        An init released already is answered as the first time, with nothing run again: the
+        platform that asked died before it passed the answer on, and the sentry asks again
+        (its own state keeps a second start of a running container from ever getting here).
         """
         task = self._task(args.container_id)
         if task.stub is None:
-            raise ConflictError(f"container {args.container_id!r} was already started")
+            return self._released(args.container_id, task.pid)
         plan = plan_for(args)
         stub, task.stub = task.stub, None
+        task.drop_console()
         listener = stubs.release(stub, plan, args.fds)
         if listener is not None:
             self._keep_listener(args.container_id, listener)
@@ -155,6 +181,13 @@ class ForkServer:
         hooks.run_hooks_warn("poststart", spec.hooks.poststart, state, log)
         # The Dispatcher sends the dup on and closes it.
         return ReleaseResult(pid=task.pid, fds=[os.dup(listener)] if listener is not None else [])
+
+    def _released(self, cid: str, pid: int) -> ReleaseResult:
+        """The answer to a Release of cid's init, released already: with a dup of its listener
+        while the fork server keeps it (the Dispatcher sends the dup on and closes it)."""
+        execs = set(self.exec_listeners.values())
+        kept = next((fd for fd, owner in self.listener_fds.items() if owner == cid and fd not in execs), None)
+        return ReleaseResult(pid=pid, fds=[os.dup(kept)] if kept is not None else [])
 
     def exec(self, args: ExecArgs) -> ExecStarted:
         """Start a process in a running container (runc's setns process); it waits in its
@@ -355,8 +388,10 @@ class ForkServer:
             self.consoles.release(pid)
         cgroup = self.cgroups.pop(cid, None)
         task = self.live.pop(cid, None)
-        if task is not None and task.stub is not None:
-            task.stub.sync.close()
+        if task is not None:
+            task.drop_console()
+            if task.stub is not None:
+                task.stub.sync.close()
         for fd in [fd for fd, stub in self.late.items() if stub.container_id == cid]:
             self._unwatch(fd)
         try:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from common import fdpass, wire
-from common.errors import error_from_wire
+from common.errors import ErrCode, RemoteError, error_from_wire, has_code
 from common.messages.lifecycle import StartContainerArgs
 from common.messages.platform import ContainerRef, LaunchArgs, ListenersArgs, TasksArgs
 from common.messages.spec import ContainerSpec
@@ -172,6 +172,40 @@ def test_release_returns_the_listener_and_keeps_a_copy(forkserver: ForkServerPro
     while listed(forkserver):
         assert time.monotonic() < deadline, "the listener of a finished container is still kept"
         time.sleep(0.05)
+
+
+def test_a_repeated_release_answers_as_the_first_and_runs_nothing_again(
+    forkserver: ForkServerProcess, tmp_path: Path
+) -> None:
+    """A platform killed before it passed Release's answer on: the sentry asks again."""
+    argv = ["sh", "-c", "echo ran >> /dev/shm/runs; cat /dev/shm/runs"]
+    pid, lost = launch_and_release(forkserver, tmp_path, "again", argv)
+    os.close(lost)  # the answer that died with the platform; the fork server keeps its copy
+    start = StartContainerArgs(container_id="again", argv=argv, envv=["PATH=/bin"], resolve_binary_path=True)
+    released, fds = forkserver.call("ForkServer.Release", start)
+    assert released == {"pid": pid}
+    assert len(fds) == 1
+    try:
+        supervisor.serve(fds[0])
+    finally:
+        os.close(fds[0])
+    assert forkserver.wait_exit("again")["exit_code"] == 0
+    assert (tmp_path / "again.out").read_text() == "ran\n"  # the program ran once
+
+
+def test_a_repeated_launch_with_its_token_answers_as_the_first(forkserver: ForkServerProcess, tmp_path: Path) -> None:
+    """A platform killed before it passed Launch's answer on: the sentry asks again, with the
+    create's token; another token is still a conflict."""
+    spec = wire.from_wire(ContainerSpec, base_spec(make_rootfs(tmp_path / "twice"), ["true"]))
+    first, _ = forkserver.call("ForkServer.Launch", LaunchArgs(cid="twice", spec=spec, token="t1"))
+    try:
+        again, fds = forkserver.call("ForkServer.Launch", LaunchArgs(cid="twice", spec=spec, token="t1"))
+        assert (again, fds) == (first, [])
+        with pytest.raises(RemoteError) as other:
+            forkserver.call("ForkServer.Launch", LaunchArgs(cid="twice", spec=spec, token="t2"))
+        assert has_code(other.value, ErrCode.CONFLICT)
+    finally:
+        forkserver.call("ForkServer.Destroy", ContainerRef(cid="twice"))
 
 
 def test_listeners_are_kept_while_the_container_runs(forkserver: ForkServerProcess, tmp_path: Path) -> None:
