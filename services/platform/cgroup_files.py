@@ -7,6 +7,7 @@ under runc.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from contextlib import suppress
 
 from common.errors import InvalidArgument
@@ -25,6 +26,16 @@ def write_file(path: str, value: str) -> None:
             os.close(fd)
     except OSError as e:
         raise OSError(e.errno, f"writing {value!r}: {e.strerror}", path) from e
+
+
+def join_self(fds: Sequence[int]) -> None:
+    """Move the calling process, which must have one thread, into the group of each
+    membership file in fds (Cgroup.membership_files, inherited from the parent); then close
+    them. Runs in a new task before it does anything else."""
+    for fd in fds:
+        os.write(fd, b"0")
+    for fd in fds:
+        os.close(fd)
 
 
 def read_file(path: str) -> str:

@@ -18,8 +18,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 from common.errors import InvalidArgument, NotFound
@@ -231,6 +231,34 @@ class Cgroup:
         """Move process pid (all its threads) into the group, in every hierarchy."""
         for top in self._tops:
             write_file(os.path.join(top, "cgroup.procs"), str(pid))
+
+    @contextmanager
+    def membership_files(self) -> Iterator[list[int]]:
+        """For the body, open fds (closed after it) of the files through which a new task
+        joins the group by itself (cgroup_files.join_self): `tasks` in each v1 hierarchy,
+        cgroup.procs on v2. OSError naming the file if one cannot be opened.
+
+        Why the task moves itself: a write to cgroup.procs takes the kernel's global
+        cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period; here that
+        is 8-16 ms per migration, the largest part of an exec. A single-threaded task that
+        writes 0 to a v1 `tasks` file moves only itself and is spared that lock (0.4 ms for
+        five hierarchies, Linux 6.18). v2 has no such file for a domain group: its
+        cgroup.procs costs what the parent's write did. The kernel checks the credentials
+        of the file's opener, so a task already in its own user namespace can still join.
+        """
+        name = "cgroup.procs" if self._unified else "tasks"
+        fds: list[int] = []
+        try:
+            for top in self._tops:
+                path = os.path.join(top, name)
+                try:
+                    fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+                except OSError as e:
+                    raise OSError(e.errno, f"opening to join: {e.strerror}", path) from e
+            yield fds
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def pids(self) -> list[int]:
         """Every process in the group and its sub-groups, sorted; [] once the group is gone."""

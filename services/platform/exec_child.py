@@ -1,12 +1,12 @@
 """A process joining a running container (runc's setns process), child side of exec_stub.spawn.
 
 The fork server forks this child with its pid namespace for children set to the container's,
-so the child is born inside it. The child waits for "go" (by then the parent has put it into the
-container's cgroup), joins the container's other namespaces through a pidfd of its init (the
-user namespace first, all in one setns), places the files it was given at their guest fd
-numbers, allocates a terminal of the container's devpts when asked, and then runs the same last
-steps as an init (program.become_and_exec): its listener goes to the parent, then the exec, which
-the sentry answers.
+so the child is born inside it. The child waits for "go", joins the container's cgroup by
+itself (cheaper than being moved: Cgroup.membership_files), joins the container's other
+namespaces through a pidfd of its init (the user namespace first, all in one setns), places the
+files it was given at their guest fd numbers, allocates a terminal of the container's devpts
+when asked, and then runs the same last steps as an init (program.become_and_exec): its
+listener goes to the parent, then the exec, which the sentry answers.
 
 Sync messages are the init's (stub_child.py): parent "go"; child "console" with the pty master,
 "listener" with the seccomp listener, {"log"} and {"error"}.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from services.platform import linux
+from services.platform.cgroup_files import join_self
 from services.platform.clone import CLONE_NEWUSER
 from services.platform.execplan import ExecPlan
 from services.platform.linux import prctl
@@ -49,6 +50,9 @@ class ExecChildPlan:
     container_id: str
     #: The parent's pidfd of the container's init, inherited by the fork.
     init_pidfd: int
+    #: The parent's fds of the container's cgroup membership files, inherited: the child
+    #: joins the cgroup through them (cgroup_files.join_self) and closes them.
+    cgroup_fds: list[int]
     #: The CLONE_NEW* namespaces to join (without CLONE_NEWPID: the child is born in that one).
     ns_flags: int
     #: Parent fds, inherited, that become guest_fds[i].
@@ -74,6 +78,8 @@ def exec_child_main(sock: socket.socket, parent_end: socket.socket, plan: ExecCh
         reset_signal_handlers()
         prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         expect_step(chan.sock, "go")
+        with doing("joining the container's cgroup"):
+            join_self(plan.cgroup_fds)
         with doing("joining the container's namespaces"):
             linux.setns(plan.init_pidfd, plan.ns_flags)
         os.close(plan.init_pidfd)

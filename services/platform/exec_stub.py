@@ -45,15 +45,23 @@ class Spawned:
     console: int | None
 
 
-def spawn(spec: ContainerSpec, init_pid: int, args: ExecArgs, before_setup: Callable[[int], None]) -> Spawned:
+def spawn(
+    spec: ContainerSpec,
+    init_pid: int,
+    args: ExecArgs,
+    before_setup: Callable[[int], None],
+    cgroup_fds: list[int],
+) -> Spawned:
     """Start args's process in the container whose init is init_pid.
 
-    before_setup(pid) runs once the child exists and before it does anything (the cgroup).
+    The child joins the container's cgroup through cgroup_fds (the caller's:
+    Cgroup.membership_files) first thing after "go". before_setup(pid) runs once the child
+    exists and before "go" (the fork server reserves its exit record there).
     Raises InvalidArgument for arguments no process could run, StubError when the child fails
     before its listener arrives (it is then killed and reaped); ConflictError when the init is
     gone. The caller keeps args.fds.
     """
-    plan = _plan(spec, args)
+    plan = _plan(spec, args, cgroup_fds)
     try:
         pidfd = os.pidfd_open(init_pid)
     except ProcessLookupError:
@@ -83,7 +91,7 @@ def spawn(spec: ContainerSpec, init_pid: int, args: ExecArgs, before_setup: Call
     return Spawned(stub=stub, ns_pid=ns_pid, listener=listener, console=console)
 
 
-def _plan(spec: ContainerSpec, args: ExecArgs) -> ExecChildPlan:
+def _plan(spec: ContainerSpec, args: ExecArgs, cgroup_fds: list[int]) -> ExecChildPlan:
     """Validate args for spec and compute what the child needs (nothing may fail there that
     could be seen here)."""
     args.check()
@@ -115,6 +123,7 @@ def _plan(spec: ContainerSpec, args: ExecArgs) -> ExecChildPlan:
     return ExecChildPlan(
         container_id=args.container_id,
         init_pidfd=-1,
+        cgroup_fds=list(cgroup_fds),
         ns_flags=flags & ~CLONE_NEWPID,
         files=list(args.fds[:count]),
         guest_fds=list(args.guest_fds),

@@ -133,7 +133,10 @@ class ForkServer:
         try:
             # Every container traps: filters.TRAPPED_SYSCALLS go to the sentry through the
             # listener that Release hands out.
-            stub = stubs.launch(args.spec, args.cid, args.fds, before_setup=self._admit(args.cid, cgroup), trap=True)
+            with cgroup.membership_files() as joins:
+                stub = stubs.launch(
+                    args.spec, args.cid, args.fds, before_setup=self._reserve(args.cid), trap=True, cgroup_fds=joins
+                )
         except BaseException:
             cgroup.destroy()
             raise
@@ -200,7 +203,8 @@ class ForkServer:
         earlier = self._exec_of(cid, args.token)
         if earlier is not None:
             return earlier
-        spawned = exec_stub.spawn(self.specs[cid], task.pid, args, before_setup=self._admit(cid, self._cgroup(cid)))
+        with self._cgroup(cid).membership_files() as joins:
+            spawned = exec_stub.spawn(self.specs[cid], task.pid, args, self._reserve(cid), joins)
         self.execs[spawned.stub.pid] = ExecTask(
             cid=cid, host_pid=spawned.stub.pid, ns_pid=spawned.ns_pid, token=args.token
         )
@@ -254,15 +258,11 @@ class ForkServer:
             raise
         return ListenersResult(cids=[cid for _, cid in kept], fds=fds)
 
-    def _admit(self, cid: str, cgroup: Cgroup) -> Callable[[int], None]:
-        """What a new task of cid goes through before it does anything: its cgroup, and room for
-        its exit record (a full disk refuses it here, with ENOSPC, rather than lose its exit)."""
-
-        def admit(pid: int) -> None:
-            cgroup.add(pid)
-            self.exit_log.reserve(pid, cid)
-
-        return admit
+    def _reserve(self, cid: str) -> Callable[[int], None]:
+        """What a new task of cid needs before it does anything, beside its cgroup (which it
+        joins by itself): room for its exit record (a full disk refuses it here, with ENOSPC,
+        rather than lose its exit)."""
+        return lambda pid: self.exit_log.reserve(pid, cid)
 
     def tasks(self, args: TasksArgs) -> TasksResult:
         """Every container held and every exit kept: what a restarted platform or sentry rebuilds from."""

@@ -22,7 +22,7 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,7 @@ def launch(
     stdio: list[int],
     before_setup: Callable[[int], None] | None = None,
     trap: bool = True,
+    cgroup_fds: Sequence[int] = (),
 ) -> Stub:
     """Clone the container's init and wait until its filesystem is ready.
 
@@ -96,14 +97,15 @@ def launch(
     With trap the filter returns the trapped calls to a supervisor (release hands out the
     listener) and the rootfs and bind mounts are read-only to the program; trap=False is
     for callers that cannot serve notifications (tests, tools).
-    before_setup(pid) runs in the parent once the child exists, before it does anything (the
-    fork server puts it into its cgroup there). Raises InvalidArgument for a spec this code
+    The child joins its cgroup through cgroup_fds (the caller's: Cgroup.membership_files)
+    first thing after "go". before_setup(pid) runs in the parent once the child exists, before
+    "go" (the fork server reserves its exit record there). Raises InvalidArgument for a spec this code
     cannot run, StubError when the child fails or does not answer within SYNC_TIMEOUT; the
     child is then killed and reaped. An exception from before_setup is re-raised as it is,
     after the same cleanup. On success the caller owns the returned Stub: it must release()
     it or kill it, and reap its pid.
     """
-    plan = child_plan(spec, container_id, stdio, trap)
+    plan = child_plan(spec, container_id, stdio, trap, tuple(cgroup_fds))
     # Both ends close on exec: the child's end is how the parent sees that exec happened.
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     try:

@@ -7,17 +7,18 @@ then credentials, capabilities, no_new_privs, the seccomp filter and exec. It on
 in a freshly cloned process that never returns to its caller's code: every path ends in exec
 or os._exit.
 
-The sync channel carries one JSON map per SOCK_SEQPACKET message, in this order:
-parent "go"; child "hooks" and parent "hooks-done" (only when the spec has prestart or
-createRuntime hooks, which the parent runs once the mounts exist); child "console" with the
-pty master as SCM_RIGHTS (only for a terminal); child "ready"; parent "run" with the ExecPlan
-and the donated files as SCM_RIGHTS; when the plan traps, child "listener" with the seccomp
-listener fd as SCM_RIGHTS, sent right after the filter is loaded (nothing in between may be a
-trapped call: nobody could answer it yet). Beside them the child sends {"log": text} for the
-parent to log and {"error": text} for the failure that ends it. The child's end is
-close-on-exec, so a successful exec reads as EOF. The exec itself is trapped, so once the
-listener is sent the parent stops waiting: a later failure is also written to the child's
-stderr ("exec failed: ..."), as runc does, and the parent only logs the {"error"}.
+The sync channel carries one JSON map per SOCK_SEQPACKET message, in this order: parent "go"
+(the child then joins its cgroup: Cgroup.membership_files); child "hooks" and parent
+"hooks-done" (only when the spec has prestart or createRuntime hooks, which the parent runs once
+the mounts exist); child "console" with the pty master as SCM_RIGHTS (only for a terminal);
+child "ready"; parent "run" with the ExecPlan and the donated files as SCM_RIGHTS; when the plan
+traps, child "listener" with the seccomp listener fd as SCM_RIGHTS, sent right after the filter
+is loaded (nothing in between may be a trapped call: nobody could answer it yet). Beside them
+the child sends {"log": text} for the parent to log and {"error": text} for the failure that
+ends it. The child's end is close-on-exec, so a successful exec reads as EOF. The exec itself is
+trapped, so once the listener is sent the parent stops waiting: a later failure is also written
+to the child's stderr ("exec failed: ..."), as runc does, and the parent only logs the
+{"error"}.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import NoReturn
 
 from common.messages.spec import ContainerSpec
 from services.platform import hooks, linux, mounts
+from services.platform.cgroup_files import join_self
 from services.platform.clone import CLONE_NEWCGROUP, CLONE_NEWUSER, CLONE_NEWUTS
 from services.platform.execplan import ExecPlan
 from services.platform.linux import MS_RDONLY, prctl
@@ -77,6 +79,9 @@ class ChildPlan:
     #: and make the rootfs and bind mounts read-only to the kernel (the sentry writes) once
     #: the startContainer hooks have run.
     trap: bool = False
+    #: The parent's fds of the container's cgroup membership files, inherited: the child
+    #: joins the cgroup through them (cgroup_files.join_self) and closes them.
+    cgroup_fds: tuple[int, ...] = ()
 
 
 def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) -> NoReturn:
@@ -93,6 +98,8 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
         prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         # In a pid namespace getppid() is 0, so the parent's death shows only as EOF here.
         expect_step(chan.sock, "go")
+        with doing("joining the container's cgroup"):
+            join_self(plan.cgroup_fds)
         if plan.clone_flags & CLONE_NEWUSER:
             become_root_in_user_namespace()
         os.setsid()

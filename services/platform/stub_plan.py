@@ -24,8 +24,11 @@ from services.platform.program import CapSets
 from services.platform.stub_child import ChildPlan
 
 
-def child_plan(spec: ContainerSpec, container_id: str, stdio: list[int], trap: bool) -> ChildPlan:
-    """Validate spec for this code and precompute all the child needs (nothing fails there).
+def child_plan(
+    spec: ContainerSpec, container_id: str, stdio: list[int], trap: bool, cgroup_fds: tuple[int, ...] = ()
+) -> ChildPlan:
+    """Validate spec for this code and precompute all the child needs (nothing fails there);
+    the child joins its cgroup through cgroup_fds (Cgroup.membership_files).
 
     Raises InvalidArgument for a spec this code cannot run.
     """
@@ -51,6 +54,7 @@ def child_plan(spec: ContainerSpec, container_id: str, stdio: list[int], trap: b
         caps=cap_sets(process.capabilities if process else None),
         seccomp=build_filter(DEFAULT_POLICY if trap else UNTRAPPED_POLICY),
         trap=trap,
+        cgroup_fds=cgroup_fds,
     )
 
 

@@ -236,6 +236,44 @@ def test_add_and_pids(make_cgroup: MakeCgroup, spawn: Spawn, root: str) -> None:
 
 
 @pytest.mark.parametrize("root", ROOTS)
+def test_a_new_task_joins_by_itself_through_the_membership_files(make_cgroup: MakeCgroup, root: str) -> None:
+    cg = make_cgroup(root=root)
+    code = (
+        "import os, sys\n"
+        "from services.platform.cgroup_files import join_self\n"
+        "fds = [int(a) for a in sys.argv[1:]]\n"
+        "join_self(fds)\n"
+        "print(sorted(set(fds) & {int(fd) for fd in os.listdir('/proc/self/fd')}), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    with cg.membership_files() as fds:
+        assert fds and len(fds) == len(set(cg.paths().values()))
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, *map(str, fds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            pass_fds=fds,
+        )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == b"[]\n"  # it closed every one of them
+        for top in set(cg.paths().values()):
+            assert str(child.pid) in pathlib.Path(top, "cgroup.procs").read_text().split(), top
+        assert cg.pids() == [child.pid]
+    finally:
+        child.kill()
+        child.communicate(timeout=10)
+
+
+def test_membership_files_of_a_removed_group_name_the_file(make_cgroup: MakeCgroup) -> None:
+    cg = make_cgroup()
+    cg.destroy()
+    with pytest.raises(OSError, match="opening to join") as info, cg.membership_files():
+        pass
+    assert info.value.filename is not None and info.value.filename.startswith(tuple(cg.paths().values()))
+
+
+@pytest.mark.parametrize("root", ROOTS)
 def test_freeze_stops_a_busy_child(make_cgroup: MakeCgroup, spawn: Spawn, root: str) -> None:
     cg = make_cgroup(root=root)
     child = spawn("while True: pass")
