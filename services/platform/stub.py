@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds launch waits for "ready" and release for the exec, before killing the child.
 SYNC_TIMEOUT = 30.0
+#: Seconds kill waits for a SIGKILLed child to be reaped. A child stuck in the kernel
+#: (uninterruptible sleep, or frozen by a v1 freezer) does not die at once, and must not stop
+#: the single-threaded fork server, and every container's syscalls behind it, with it.
+REAP_TIMEOUT = 5.0
 
 
 class StubError(ZerovisorError):
@@ -237,22 +241,56 @@ def read_late(stub: Stub) -> bool:
 def kill(stub: Stub) -> int | None:
     """SIGKILL the init, reap it and close stub.sync and stub.console: undo a launch.
 
-    Returns the wait status, or None when someone else reaped the child first.
+    Returns the wait status, or None when someone else reaped the child first or it is still
+    not dead after REAP_TIMEOUT: that is logged with where the child is stuck, and the caller's
+    reaper collects it later (the fork server's loop reaps every child it no longer knows).
     """
     _signal(stub.pid, signal.SIGKILL)
     stub.sync.close()
     if stub.console is not None:
         os.close(stub.console)
         stub.console = None
-    try:
-        return os.waitpid(stub.pid, 0)[1]
-    except ChildProcessError:
-        return None
+    deadline = time.monotonic() + REAP_TIMEOUT
+    pause = 0.001
+    while True:
+        try:
+            pid, status = os.waitpid(stub.pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if pid:
+            return status
+        if time.monotonic() >= deadline:
+            log.warning(
+                "container %s: process %d is not dead %g s after SIGKILL (%s); left to the reaper",
+                stub.container_id,
+                stub.pid,
+                REAP_TIMEOUT,
+                _stuck_at(stub.pid),
+            )
+            return None
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _stuck_at(pid: int) -> str:
+    """Where process pid sleeps, for the log: its state letter, wait channel and kernel stack."""
+
+    def read(name: str) -> str | None:
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    stat, wchan, stack = read("stat"), read("wchan"), read("stack")
+    fields = stat.rpartition(")")[2].split() if stat else []
+    frames = [line.split()[-1].split("+")[0] for line in (stack or "").splitlines() if line.strip()]
+    return f"state {fields[0] if fields else '?'}, wchan {wchan or '?'}, stack {' <- '.join(frames[:8]) or '?'}"
 
 
 def _describe(status: int | None) -> str:
     if status is None:
-        return "reaped elsewhere"
+        return "not reaped here"
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit status {os.waitstatus_to_exitcode(status)}"

@@ -6,15 +6,22 @@ process; the others run their container under stub_driver (see stub_runner).
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import socket
+import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from common.errors import ErrCode, InvalidArgument
-from common.messages.spec import ContainerSpec
+from common.messages.spec import ContainerSpec, Resources
 from common.wire import from_wire
 from services.platform import stub as stub_module
+from services.platform.cgroups import Cgroup
 from services.platform.stub import StubError, launch
 from tests.unit.platform.stub_runner import base_spec, ok, run_container, sh, with_process
 
@@ -139,3 +146,31 @@ def test_stub_error_is_an_os_error() -> None:
     assert err.code == ErrCode.OS_ERROR
     assert err.errno == 1
     assert str(err) == "container init: x: [Errno 1] Operation not permitted"
+
+
+def test_kill_leaves_a_child_that_cannot_die_yet_to_the_reaper(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A child frozen by the v1 freezer ignores SIGKILL until thawed: kill() gives up on it
+    after REAP_TIMEOUT, says where it sleeps, and returns instead of blocking the fork server."""
+    if os.geteuid() != 0:
+        pytest.skip("creating cgroups needs root")
+    monkeypatch.setattr(stub_module, "REAP_TIMEOUT", 0.3)
+    cgroup = Cgroup.create(f"test-{uuid.uuid4().hex}", Resources())
+    child = subprocess.Popen(["sleep", "1000"])
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    child_end.close()
+    try:
+        cgroup.add(child.pid)
+        cgroup.freeze()
+        with caplog.at_level(logging.WARNING, logger=stub_module.__name__):
+            assert stub_module.kill(stub_module.Stub(pid=child.pid, sync=parent_end, container_id="c")) is None
+        assert f"process {child.pid} is not dead 0.3 s after SIGKILL (state " in caplog.text
+        assert "left to the reaper" in caplog.text and parent_end.fileno() == -1
+        assert child.poll() is None  # still there, frozen
+        cgroup.thaw()
+        assert child.wait(timeout=10) == -signal.SIGKILL  # the SIGKILL lands once thawed
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        cgroup.destroy()
