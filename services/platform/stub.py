@@ -103,10 +103,10 @@ def launch(
     for callers that cannot serve notifications (tests, tools).
     The child joins its cgroup through cgroup_fds (the caller's: Cgroup.membership_files)
     first thing after "go". before_setup(pid) runs in the parent once the child exists, before
-    "go" (the fork server reserves its exit record there). Raises InvalidArgument for a spec this code
-    cannot run, StubError when the child fails or does not answer within SYNC_TIMEOUT; the
-    child is then killed and reaped. An exception from before_setup is re-raised as it is,
-    after the same cleanup. On success the caller owns the returned Stub: it must release()
+    "go" (the fork server reserves its exit record there). Raises InvalidArgument for a spec
+    this code cannot run, StubError when the child fails or does not answer within
+    SYNC_TIMEOUT; the child is then killed (see kill). An exception from before_setup is
+    re-raised as it is, after the same cleanup. On success the caller owns the returned Stub: it must release()
     it or kill it, and reap its pid.
     """
     plan = child_plan(spec, container_id, stdio, trap, tuple(cgroup_fds))
