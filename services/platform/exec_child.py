@@ -52,7 +52,7 @@ class ExecChildPlan:
     init_pidfd: int
     #: The parent's fds of the container's cgroup membership files, inherited: the child
     #: joins the cgroup through them (cgroup_files.join_self) and closes them.
-    cgroup_fds: list[int]
+    cgroup_fds: tuple[int, ...]
     #: The CLONE_NEW* namespaces to join (without CLONE_NEWPID: the child is born in that one).
     ns_flags: int
     #: Parent fds, inherited, that become guest_fds[i].

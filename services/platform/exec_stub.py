@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from common.errors import ConflictError, InvalidArgument
@@ -50,7 +50,7 @@ def spawn(
     init_pid: int,
     args: ExecArgs,
     before_setup: Callable[[int], None],
-    cgroup_fds: list[int],
+    cgroup_fds: Sequence[int],
 ) -> Spawned:
     """Start args's process in the container whose init is init_pid.
 
@@ -91,7 +91,7 @@ def spawn(
     return Spawned(stub=stub, ns_pid=ns_pid, listener=listener, console=console)
 
 
-def _plan(spec: ContainerSpec, args: ExecArgs, cgroup_fds: list[int]) -> ExecChildPlan:
+def _plan(spec: ContainerSpec, args: ExecArgs, cgroup_fds: Sequence[int]) -> ExecChildPlan:
     """Validate args for spec and compute what the child needs (nothing may fail there that
     could be seen here)."""
     args.check()
@@ -123,7 +123,7 @@ def _plan(spec: ContainerSpec, args: ExecArgs, cgroup_fds: list[int]) -> ExecChi
     return ExecChildPlan(
         container_id=args.container_id,
         init_pidfd=-1,
-        cgroup_fds=list(cgroup_fds),
+        cgroup_fds=tuple(cgroup_fds),
         ns_flags=flags & ~CLONE_NEWPID,
         files=list(args.fds[:count]),
         guest_fds=list(args.guest_fds),
