@@ -179,7 +179,7 @@ class Containers:
                 "Lifecycle.ListContainers", ListContainersArgs(), ContainerList, timeout=QUERY_TIMEOUT
             )
             known = {c.cid: c for c in listing.containers}
-            records = [self._record(known[r.id]) if r.id in known else r for r in records]
+            records = [self._listed(r, known.get(r.id)) for r in records]
         return ContainerStates(containers=[state_of(r) for r in records])
 
     def kill(self, args: KillArgs) -> None:
@@ -227,6 +227,11 @@ class Containers:
     def _require(self, cid: str, action: str, *allowed: str) -> ContainerRecord:
         return require(self._reg, self._sentry, cid, action, *allowed)
 
+    def _listed(self, rec: ContainerRecord, status: ContainerStatus | None) -> ContainerRecord:
+        if status is not None:
+            return self._record(status)
+        return gone(self._reg, rec) if rec.status in LIVE else rec
+
     def _refresh(self, rec: ContainerRecord) -> ContainerRecord:
         return refresh(self._reg, self._sentry, rec)
 
@@ -252,9 +257,14 @@ def refresh(registry: Registry, sentry: ServiceChannel, rec: ContainerRecord) ->
     except ZerovisorError as e:
         if not has_code(e, ErrCode.NOT_FOUND):
             raise
-        # The sentry has no such container: whatever ran is gone.
-        return registry.update(rec.id, status="stopped")
+        return gone(registry, rec)
     return record_status(registry, status)
+
+
+def gone(registry: Registry, rec: ContainerRecord) -> ContainerRecord:
+    """A record the registry thinks alive whose container the sentry does not have (the
+    platform and its tasks went down with it): whatever ran is gone, so it is stopped."""
+    return registry.update(rec.id, status="stopped")
 
 
 def record_status(registry: Registry, status: ContainerStatus) -> ContainerRecord:

@@ -4,6 +4,7 @@ cut short, a record a controller death left "creating", and a repeated start, pa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -264,3 +265,14 @@ def test_a_wait_outlives_a_controller_restart(zv: Zerovisor, tmp_path: Path) -> 
         finally:
             waiting.kill()
             waiting.wait()
+
+
+def test_a_container_that_died_while_every_service_was_down_is_listed_stopped(zv: Zerovisor, tmp_path: Path) -> None:
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "lost")
+    init = int(str(zv.state("lost")["pid"]))
+    zv("down")  # the container outlives its services: nothing watches it now
+    os.kill(init, signal.SIGKILL)
+    listed = json.loads(zv("list", "--format", "json").stdout)
+    assert [(c["id"], c["status"]) for c in listed] == [("lost", "stopped")]
+    assert zv.state("lost")["status"] == "stopped"
+    zv("delete", "lost")
