@@ -6,6 +6,7 @@ This module is the CLI's edge: it is the one place where errors become exit code
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -118,9 +119,9 @@ class CommandGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, root: str, run_dir: str | None, log_file: str | None, log_format: str, debug: bool) -> None:
     """zerovisor: run untrusted programs in application-kernel sandboxes."""
-    from common import log as logconf
-
     if log_file or debug:
+        from common import log as logconf
+
         logconf.configure("controller", log_file, "json" if log_format == "json" else "text", debug)
     else:
         logging.getLogger().setLevel(logging.CRITICAL)
@@ -135,4 +136,10 @@ def cli(ctx: click.Context, root: str, run_dir: str | None, log_file: str | None
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="controller")
+    try:
+        cli(prog_name="controller")
+    finally:
+        # The interpreter's last collection at exit walks every object the imports made: ~5 ms
+        # of a ~60 ms `exec` on this machine. Frozen, they are skipped; the CLI owns nothing
+        # that needs that collection (its sockets and files close as their references go).
+        gc.freeze()
