@@ -7,6 +7,7 @@ Layout:
     server.py          set-up of the service: the Platform domain, relaying to the fork server
     forkserver_main.py the fork server's process: its socket, loop and reaping
     forkserver.py      the ForkServer domain: create, release, exec, signal and account tasks
+    forkserver_tasks.py  what the fork server holds per container: tasks, kept fds, exits
     stub*.py           a container's init from clone to exec (plan, parent side, child side, fds)
     exec_stub.py, exec_child.py  a process joining a running container (runc's setns process)
     mounts.py, execplan.py, program.py  what a container process does before its program runs

@@ -35,6 +35,7 @@ from common.messages.platform import TaskExit
 from common.rpc import Dispatcher, Registry
 from common.rundir import FORKSERVER, InstanceLock, RunDir
 from services.platform.forkserver import ForkServer
+from services.platform.forkserver_tasks import TaskTable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def reap(server: ForkServer) -> list[TaskExit]:
+def reap(table: TaskTable) -> list[TaskExit]:
     """Collect every child that exited; keep each container's exit durably before reporting it."""
     exits = []
     while True:
@@ -62,35 +63,35 @@ def reap(server: ForkServer) -> list[TaskExit]:
             break
         if pid == 0:
             break
-        task = next((t for t in server.live.values() if t.pid == pid), None)
-        execd = server.execs.get(pid)
+        task = next((t for t in table.live.values() if t.pid == pid), None)
+        execd = table.execs.get(pid)
         if task is not None:
             cid, ns_pid = task.cid, 0
             if task.stub is not None:
                 task.stub.sync.close()
-            del server.live[cid]
+            del table.live[cid]
         elif execd is not None:
             cid, ns_pid = execd.cid, execd.ns_pid
-            server.consoles.release(pid)  # nobody is left to read it
+            table.consoles.release(pid)  # nobody is left to read it
         else:
             continue  # a child we no longer know
-        if cid not in server.cgroups:
+        if cid not in table.cgroups:
             continue  # its container is destroyed: nobody will ask
         event = TaskExit(cid=cid, pid=pid, init=task is not None, exit_code=exit_code(status), ns_pid=ns_pid)
-        server.exit_log.record(event)
+        table.exit_log.record(event)
         exits.append(event)
     return exits
 
 
-def shutdown(server: ForkServer) -> None:
+def shutdown(table: TaskTable) -> None:
     """Kill every container of this fork server and remove its cgroups.
 
     The inits would die with us anyway (parent-death signal), but a frozen one would linger
     until thawed, and the cgroups would stay behind.
     """
-    for cid in list(server.cgroups):
+    for cid in list(table.cgroups):
         try:
-            server._remove(cid)
+            table.remove(cid)
         except OSError as e:
             log.warning("removing the cgroup of %r: %s", cid, e)
 
@@ -143,6 +144,7 @@ def serve(listener: socket.socket, run_dir: Path) -> None:
     and no container is left, or none connects for IDLE_TIMEOUT while none is held."""
     poller = select.poll()
     server = ForkServer(run_dir, poller)
+    table = server.table
     registry = Registry()
     registry.register(server)
     dispatcher = Dispatcher(registry)
@@ -162,7 +164,7 @@ def serve(listener: socket.socket, run_dir: Path) -> None:
     poller.register(wake_r, select.POLLIN)
     idle_since = time.monotonic()
     while not terminated:
-        if link.conn is not None or server.cgroups:
+        if link.conn is not None or table.cgroups:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since > IDLE_TIMEOUT:
             log.info("no platform and no container for %.0fs; fork server exits", IDLE_TIMEOUT)
@@ -170,23 +172,23 @@ def serve(listener: socket.socket, run_dir: Path) -> None:
         for fd, _ in poller.poll(1000):
             if fd == wake_r:
                 fdpass.drain(wake_r)
-            elif fd in server.late:
-                server._read_late(fd)
-            elif fd in server.listener_fds:
-                server._drop_listener(fd)
+            elif fd in table.late:
+                table.read_late(fd)
+            elif fd in table.listener_fds:
+                table.drop_listener(fd)
             elif fd == listener.fileno():
                 link.accept(listener)
             elif fd == link.fileno() and link.conn is not None:
                 hung_up = not _answer(link, link.conn, dispatcher)
-                if hung_up and not server.cgroups:
+                if hung_up and not table.cgroups:
                     log.info("platform hung up and no container is left; fork server exits")
                     return
-        for event in reap(server):
+        for event in reap(table):
             link.send(encode_event("exit", event))
-        server.consoles.expire(time.monotonic())
+        table.consoles.expire(time.monotonic())
     log.info("SIGTERM: fork server kills its containers and exits")
     link.drop()
-    shutdown(server)
+    shutdown(table)
 
 
 def _answer(link: PlatformLink, conn: socket.socket, dispatcher: Dispatcher) -> bool:
