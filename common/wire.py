@@ -16,6 +16,7 @@ import dataclasses
 import io
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
@@ -145,10 +146,23 @@ def is_wire_field(f: dataclasses.Field[Any]) -> bool:
     return bool(f.metadata.get("wire", True))
 
 
+#: Per class, the names of its wire fields, or None when instances are not dataclasses: every
+#: reply goes through to_wire, so dataclasses.fields() is asked once per class, not per value.
+_WIRE_NAMES: dict[type, tuple[str, ...] | None] = {}
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
 def to_wire(obj: Any) -> Any:
     """Dataclasses (recursively) to plain maps, leaving out fields that do not travel."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_wire(getattr(obj, f.name)) for f in dataclasses.fields(obj) if is_wire_field(f)}
+    cls = type(obj)
+    if cls in _SCALARS:
+        return obj
+    try:
+        names = _WIRE_NAMES[cls]
+    except KeyError:
+        names = _WIRE_NAMES[cls] = _wire_names(cls)
+    if names is not None:
+        return {name: to_wire(getattr(obj, name)) for name in names}
     if isinstance(obj, list | tuple):
         return [to_wire(v) for v in obj]
     if isinstance(obj, dict):
@@ -156,31 +170,11 @@ def to_wire(obj: Any) -> Any:
     return obj
 
 
-@dataclass(frozen=True, slots=True)
-class _FieldSpec:
-    name: str
-    hint: Any
-    required: bool
-
-
-_SCHEMAS: dict[type, tuple[_FieldSpec, ...]] = {}
-
-
-def _schema(cls: type) -> tuple[_FieldSpec, ...]:
-    spec = _SCHEMAS.get(cls)
-    if spec is None:
-        hints = typing.get_type_hints(cls)
-        spec = tuple(
-            _FieldSpec(
-                f.name,
-                hints[f.name],
-                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-            )
-            for f in dataclasses.fields(cls)
-            if is_wire_field(f)
-        )
-        _SCHEMAS[cls] = spec
-    return spec
+def _wire_names(cls: type) -> tuple[str, ...] | None:
+    # A dataclass *class* (an instance of type) stays as it is; only its instances become maps.
+    if issubclass(cls, type) or not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls) if is_wire_field(f))
 
 
 def from_wire(cls: type[T], body: object, *, where: str | None = None) -> T:
@@ -189,74 +183,235 @@ def from_wire(cls: type[T], body: object, *, where: str | None = None) -> T:
     Unknown fields, missing required fields and values of the wrong type (bool is not an int
     here) raise InvalidArgument naming the field.
     """
-    return typing.cast(T, _decode_dataclass(cls, body, where or cls.__name__, 0))
+    try:
+        return typing.cast(T, _dataclass_decoder(cls)(body, 0))
+    except _Invalid as e:
+        raise InvalidArgument(f"{where or cls.__name__}{''.join(reversed(e.path))}: {e.msg}") from None
 
 
-def _decode_dataclass(cls: type, body: object, where: str, depth: int) -> Any:
-    if not isinstance(body, dict):
-        raise InvalidArgument(f"{where}: want a map, got {_kind(body)}")
-    spec = _schema(cls)
-    names = {s.name for s in spec}
-    unknown = [k for k in body if k not in names]
-    if unknown:
-        raise InvalidArgument(f"{where}: unknown fields {sorted(map(str, unknown))}")
-    missing = [s.name for s in spec if s.required and s.name not in body]
-    if missing:
-        raise InvalidArgument(f"{where}: missing fields {missing}")
-    kwargs = {s.name: _decode(s.hint, body[s.name], f"{where}.{s.name}", depth + 1) for s in spec if s.name in body}
-    return cls(**kwargs)
+class _Invalid(Exception):
+    """A value that does not fit its hint, raised before its location is known.
+
+    Each container on the way out adds its segment to ``path``, so that no location is
+    formatted unless something is wrong.
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        #: Segments such as ".name", "[2]", " key", innermost first.
+        self.path: list[str] = []
 
 
-def _decode(hint: Any, value: object, where: str, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise InvalidArgument(f"{where}: nested deeper than {MAX_DEPTH}")
-    if hint is Any:
-        return value
+#: A compiled hint: (value, depth) -> decoded value, or _Invalid. Containers check the depth
+#: before decoding each child, so that leaves need not.
+_Decoder = Callable[[object, int], Any]
+
+
+class _DataclassDecoder:
+    """Builds one dataclass from a map.
+
+    The fields are compiled when the first map is decoded, not when a hint naming the class
+    is: that lets a dataclass contain itself, and keeps an unresolvable annotation an error
+    only for the calls that reach it.
+    """
+
+    __slots__ = ("_cls", "_fields", "_names", "_required")
+
+    def __init__(self, cls: type) -> None:
+        self._cls = cls
+        self._fields: tuple[tuple[str, _Decoder], ...] | None = None
+        self._names: frozenset[str] = frozenset()
+        self._required: tuple[str, ...] = ()
+
+    def _compile_fields(self) -> tuple[tuple[str, _Decoder], ...]:
+        hints = typing.get_type_hints(self._cls)
+        wire = [f for f in dataclasses.fields(self._cls) if is_wire_field(f)]
+        self._names = frozenset(f.name for f in wire)
+        self._required = tuple(f.name for f in wire if f.default is f.default_factory is dataclasses.MISSING)
+        self._fields = tuple((f.name, _compile(hints[f.name])) for f in wire)
+        return self._fields
+
+    def decode(self, body: object, depth: int) -> Any:
+        if not isinstance(body, dict):
+            raise _Invalid(f"want a map, got {_kind(body)}")
+        fields = self._fields
+        if fields is None:
+            fields = self._compile_fields()
+        if not self._names.issuperset(body):
+            unknown = [k for k in body if k not in self._names]
+            raise _Invalid(f"unknown fields {sorted(map(str, unknown))}")
+        # No unknown names and as many keys as fields: every field is present.
+        complete = len(body) == len(fields)
+        if not complete and (missing := [name for name in self._required if name not in body]):
+            raise _Invalid(f"missing fields {missing}")
+        kwargs = {}
+        depth += 1
+        name = ""
+        try:
+            for name, decode in fields:
+                if complete or name in body:
+                    if depth > MAX_DEPTH:
+                        raise _Invalid(f"nested deeper than {MAX_DEPTH}")
+                    kwargs[name] = decode(body[name], depth)
+        except _Invalid as e:
+            e.path.append(f".{name}")
+            raise
+        return self._cls(**kwargs)
+
+
+#: One decoder per dataclass, kept apart from _COMPILED: from_wire's top level decodes any
+#: class as a dataclass, while a field hinted ``int`` must stay an int.
+_DATACLASSES: dict[type, _Decoder] = {}
+
+
+def _dataclass_decoder(cls: type) -> _Decoder:
+    decode = _DATACLASSES.get(cls)
+    if decode is None:
+        decode = _DATACLASSES[cls] = _DataclassDecoder(cls).decode
+    return decode
+
+
+#: Compiled plain classes (int, str, dataclasses). Generic hints are not keys: typing compares
+#: unions and Literals as sets, yet their order decides which option is tried first and how
+#: errors read, so each is compiled where it appears, once per schema.
+_COMPILED: dict[type, _Decoder] = {}
+
+
+def _compile(hint: Any) -> _Decoder:
+    """The decoder for a type hint: all typing introspection happens here, not per value."""
+    if typing.get_origin(hint) is None and isinstance(hint, type):
+        decode = _COMPILED.get(hint)
+        if decode is None:
+            decode = _COMPILED[hint] = _compile_hint(hint)
+        return decode
+    return _compile_hint(hint)
+
+
+def _compile_hint(hint: Any) -> _Decoder:
+    # The branches and their order are the decoding rules.
+    want = f"want {_hint_name(hint)}"
     origin = typing.get_origin(hint)
+    if hint is Any:
+        return lambda value, _depth: value
     if origin is Union or origin is types.UnionType:
-        options = [o for o in typing.get_args(hint) if o is not type(None)]
-        if value is None and len(options) < len(typing.get_args(hint)):
-            return None
-        if len(options) == 1:
-            # "X | None": the error about X names the field that is wrong inside it.
-            return _decode(options[0], value, where, depth)
-        for option in options:
-            try:
-                return _decode(option, value, where, depth)
-            except InvalidArgument:
-                continue
-        raise InvalidArgument(f"{where}: want {_hint_name(hint)}, got {_kind(value)}")
+        return _compile_union(typing.get_args(hint), want)
     if origin is typing.Literal:
-        if value in typing.get_args(hint) and type(value) in {type(a) for a in typing.get_args(hint)}:
-            return value
-        raise InvalidArgument(f"{where}: want one of {list(typing.get_args(hint))}, got {value!r:.40}")
+        return _compile_literal(typing.get_args(hint))
     if origin is list:
-        if not isinstance(value, list):
-            raise InvalidArgument(f"{where}: want a list, got {_kind(value)}")
         (item,) = typing.get_args(hint) or (Any,)
-        return [_decode(item, v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+        return _compile_list(_compile(item))
     if origin is dict:
-        if not isinstance(value, dict):
-            raise InvalidArgument(f"{where}: want a map, got {_kind(value)}")
-        key_hint, val_hint = typing.get_args(hint) or (Any, Any)
-        return {
-            _decode(key_hint, k, f"{where} key", depth + 1): _decode(val_hint, v, f"{where}[{k!r:.20}]", depth + 1)
-            for k, v in value.items()
-        }
+        key, val = typing.get_args(hint) or (Any, Any)
+        return _compile_dict(_compile(key), _compile(val))
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return _decode_dataclass(hint, value, where, depth)
-    if hint is type(None) or hint is None:
-        if value is None:
+        return _dataclass_decoder(hint)
+    if hint is float:
+        return _decode_float
+    if hint is int:
+        return _decode_int
+    if hint is None:
+        hint = type(None)
+    # Any other class must match exactly; a hint with no rule (tuple[int], a TypeVar) matches nothing.
+    return _compile_exact(hint if isinstance(hint, type) else None, want)
+
+
+def _compile_union(args: tuple[Any, ...], want: str) -> _Decoder:
+    options = [o for o in args if o is not type(None)]
+    nullable = len(options) < len(args)
+    if len(options) == 1:
+        # "X | None": the error about X names the field that is wrong inside it.
+        only = _compile(options[0])
+        return lambda value, depth: None if value is None else only(value, depth)
+    decoders = tuple(_compile(o) for o in options)
+
+    def decode_union(value: object, depth: int) -> Any:
+        if value is None and nullable:
             return None
-    elif hint is float:
-        if isinstance(value, float | int) and not isinstance(value, bool):
-            return float(value)
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
+        for decode in decoders:
+            try:
+                return decode(value, depth)
+            except (_Invalid, InvalidArgument):  # InvalidArgument: a dataclass's own checks
+                continue
+        raise _Invalid(f"{want}, got {_kind(value)}")
+
+    return decode_union
+
+
+def _compile_literal(allowed: tuple[Any, ...]) -> _Decoder:
+    kinds = {type(a) for a in allowed}
+    want = f"want one of {list(allowed)}"
+
+    def decode_literal(value: object, _depth: int) -> Any:
+        if value in allowed and type(value) in kinds:
             return value
-    elif isinstance(hint, type) and type(value) is hint:
+        raise _Invalid(f"{want}, got {value!r:.40}")
+
+    return decode_literal
+
+
+def _compile_list(item: _Decoder) -> _Decoder:
+    def decode_list(value: object, depth: int) -> Any:
+        if not isinstance(value, list):
+            raise _Invalid(f"want a list, got {_kind(value)}")
+        depth += 1
+        out: list[Any] = []
+        try:
+            for v in value:
+                if depth > MAX_DEPTH:
+                    raise _Invalid(f"nested deeper than {MAX_DEPTH}")
+                out.append(item(v, depth))
+        except _Invalid as e:
+            e.path.append(f"[{len(out)}]")
+            raise
+        return out
+
+    return decode_list
+
+
+def _compile_dict(key: _Decoder, val: _Decoder) -> _Decoder:
+    def decode_dict(value: object, depth: int) -> Any:
+        if not isinstance(value, dict):
+            raise _Invalid(f"want a map, got {_kind(value)}")
+        depth += 1
+        out = {}
+        for k, v in value.items():
+            try:
+                if depth > MAX_DEPTH:
+                    raise _Invalid(f"nested deeper than {MAX_DEPTH}")
+                decoded_key = key(k, depth)
+            except _Invalid as e:
+                e.path.append(" key")
+                raise
+            try:
+                out[decoded_key] = val(v, depth)
+            except _Invalid as e:
+                e.path.append(f"[{k!r:.20}]")
+                raise
+        return out
+
+    return decode_dict
+
+
+def _compile_exact(cls: type | None, want: str) -> _Decoder:
+    def decode_exact(value: object, _depth: int) -> Any:
+        if type(value) is cls:
+            return value
+        raise _Invalid(f"{want}, got {_kind(value)}")
+
+    return decode_exact
+
+
+def _decode_float(value: object, _depth: int) -> Any:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        return float(value)
+    raise _Invalid(f"want float, got {_kind(value)}")
+
+
+def _decode_int(value: object, _depth: int) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise InvalidArgument(f"{where}: want {_hint_name(hint)}, got {_kind(value)}")
+    raise _Invalid(f"want int, got {_kind(value)}")
 
 
 def _kind(value: object) -> str:

@@ -43,6 +43,57 @@ class MaybeInner:
     inner: Inner | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Item:
+    name: str
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outer:
+    items: list[Item]
+    groups: dict[str, list[Item | None]] = field(default_factory=dict)
+    pick: Item | int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    name: str
+    kids: list[Node] = field(default_factory=list)
+    next: Node | None = None
+    by_name: dict[str, Node] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ordered:
+    """Hints that typing calls equal although their order makes them decode differently."""
+
+    a: float | int = 0
+    b: int | float = 0
+    c: Literal[1, 2] = 1
+    d: Literal[2, 1] = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Positive:
+    n: int
+
+    def __post_init__(self) -> None:
+        if self.n <= 0:
+            raise InvalidArgument(f"Positive: n must be > 0, got {self.n}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Choice:
+    value: Positive | int
+    strict: Positive | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Empty:
+    fds: list[int] = field(default_factory=list, metadata={"wire": False})
+
+
 GOOD: dict[str, Any] = {
     "name": "x",
     "count": 1,
@@ -285,6 +336,146 @@ def test_from_wire_optional_nested_error_names_field_path() -> None:
     assert wire.from_wire(MaybeInner, {"inner": {"n": 1}}) == MaybeInner(inner=Inner(n=1))
 
 
+def _chain(levels: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": "x"}
+    for _ in range(levels):
+        body = {"name": "x", "next": body}
+    return body
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# Pinned from the decoder before it was compiled: every error names the full path, once.
+@pytest.mark.parametrize(
+    ("cls", "body", "message"),
+    [
+        pytest.param(
+            Outer,
+            {"items": [{"name": "a"}, {"name": "b"}, {"name": 3}]},
+            "Outer.items[2].name: want str, got int",
+            id="list-item-field",
+        ),
+        pytest.param(
+            Outer,
+            {"items": [], "groups": {"g": [None, {"name": "a", "size": True}]}},
+            "Outer.groups['g'][1].size: want int, got bool",
+            id="dict-list-optional-field",
+        ),
+        pytest.param(
+            Outer,
+            {"items": [], "groups": {"g": [None, {"name": "a", "zz": 1}]}},
+            "Outer.groups['g'][1]: unknown fields ['zz']",
+            id="nested-unknown",
+        ),
+        pytest.param(
+            Outer,
+            {"items": [], "groups": {"g": [{}]}},
+            "Outer.groups['g'][0]: missing fields ['name']",
+            id="nested-missing",
+        ),
+        pytest.param(Outer, {"items": [], "groups": {7: []}}, "Outer.groups key: want str, got int", id="dict-key"),
+        pytest.param(
+            Outer, {"items": [], "groups": {"g": "x"}}, "Outer.groups['g']: want a list, got str", id="dict-value"
+        ),
+        pytest.param(Outer, {"items": [1]}, "Outer.items[0]: want a map, got int", id="list-item-not-map"),
+        pytest.param(
+            Node,
+            {
+                "name": "r",
+                "kids": [{"name": "a"}, {"name": "b", "next": {"name": "c", "by_name": {"k": {"name": None}}}}],
+            },
+            "Node.kids[1].next.by_name['k'].name: want str, got null",
+            id="recursive-path",
+        ),
+        pytest.param(
+            Node,
+            _chain(wire.MAX_DEPTH),
+            "Node" + ".next" * wire.MAX_DEPTH + f".name: nested deeper than {wire.MAX_DEPTH}",
+            id="too-deep-optional",
+        ),
+        pytest.param(
+            Tree,
+            _nest(17),
+            "Tree" + ".children[0]" * 16 + f".children: nested deeper than {wire.MAX_DEPTH}",
+            id="too-deep-list",
+        ),
+        pytest.param(Ordered, {"a": "x"}, "Ordered.a: want float | int, got str", id="union-order-a"),
+        pytest.param(Ordered, {"b": "x"}, "Ordered.b: want int | float, got str", id="union-order-b"),
+        pytest.param(Ordered, {"c": 3}, "Ordered.c: want one of [1, 2], got 3", id="literal-order-c"),
+        pytest.param(Ordered, {"d": 3}, "Ordered.d: want one of [2, 1], got 3", id="literal-order-d"),
+        pytest.param(
+            Choice, {"value": 1, "strict": {"n": 0}}, "Positive: n must be > 0, got 0", id="post-init-outside-union"
+        ),
+    ],
+)
+def test_from_wire_error_names_full_path(cls: type, body: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        wire.from_wire(cls, body)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("body", "option"),
+    [({"items": [], "pick": "x"}, "str"), ({"items": [], "pick": {"name": 1}}, "dict")],
+)
+def test_from_wire_union_error_names_the_union(body: dict[str, Any], option: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        wire.from_wire(Outer, body)
+    assert str(info.value) == f"Outer.pick: want {_qualified(Item)} | int | None, got {option}"
+
+
+def test_from_wire_depth_limit_is_exact() -> None:
+    wire.from_wire(Tree, _nest(16))
+    wire.from_wire(Node, _chain(wire.MAX_DEPTH - 1))
+    with pytest.raises(InvalidArgument, match="nested deeper"):
+        wire.from_wire(Tree, _nest(17))
+
+
+def test_from_wire_union_order_is_kept() -> None:
+    got = wire.from_wire(Ordered, {"a": 1, "b": 1})
+    assert (got.a, type(got.a), got.b, type(got.b)) == (1.0, float, 1, int)
+
+
+def test_from_wire_union_skips_an_option_whose_checks_refuse() -> None:
+    assert wire.from_wire(Choice, {"value": {"n": 2}}) == Choice(value=Positive(n=2))
+    assert wire.from_wire(Choice, {"value": 5}) == Choice(value=5)
+    with pytest.raises(InvalidArgument) as info:
+        wire.from_wire(Choice, {"value": {"n": -1}})
+    assert str(info.value) == f"Choice.value: want {_qualified(Positive)} | int, got dict"
+
+
+def test_recursive_dataclass_round_trip() -> None:
+    leaf = Node(name="leaf")
+    tree = Node(
+        name="root",
+        kids=[Node(name="a", kids=[leaf]), Node(name="b", next=Node(name="c", by_name={"k": leaf}))],
+        next=Node(name="n", next=leaf),
+        by_name={"x": Node(name="x", kids=[leaf, leaf])},
+    )
+    assert wire.from_wire(Node, cbor2.loads(cbor2.dumps(wire.to_wire(tree)))) == tree
+
+
+def test_from_wire_twice_gives_equal_independent_results() -> None:
+    body = _body(tags=["a", "b"], env={"A": 1}, note="n")
+    first = wire.from_wire(Sample, body)
+    with pytest.raises(InvalidArgument):
+        wire.from_wire(Sample, _body(tags=["a", 2]))
+    second = wire.from_wire(Sample, body)
+    assert first == second
+    assert first.tags is not second.tags and first.tags is not body["tags"]
+    first.tags.append("c")
+    assert second.tags == ["a", "b"] == body["tags"]
+    assert wire.from_wire(Node, {"name": "r"}) == wire.from_wire(Node, {"name": "r"}) == Node(name="r")
+
+
+def test_from_wire_class_without_wire_fields() -> None:
+    assert wire.from_wire(Empty, {}) == wire.from_wire(Empty, {}) == Empty()
+    with pytest.raises(InvalidArgument, match=r"^Empty: unknown fields \['fds'\]$"):
+        wire.from_wire(Empty, {"fds": [1]})
+
+
 # -- to_wire -----------------------------------------------------------------------------------
 
 
@@ -312,3 +503,9 @@ def test_to_wire_leaves_out_non_wire_fields_and_round_trips() -> None:
 def test_to_wire_recurses_into_containers() -> None:
     assert wire.to_wire({"k": (Inner(n=1), [Inner(n=2)])}) == {"k": [{"n": 1}, [{"n": 2}]]}
     assert wire.to_wire(Inner) is Inner  # a class is not an instance
+
+
+def test_to_wire_per_class_field_lists_do_not_mix() -> None:
+    assert wire.to_wire(Empty(fds=[3])) == {}
+    assert wire.to_wire([Item(name="a"), Empty(), Inner(n=1)]) == [{"name": "a", "size": 0}, {}, {"n": 1}]
+    assert wire.to_wire(Node(name="r", kids=[Node(name="k")])) == wire.to_wire(Node(name="r", kids=[Node(name="k")]))
