@@ -262,8 +262,8 @@ def refresh(registry: Registry, sentry: ServiceChannel, rec: ContainerRecord) ->
 
 
 def gone(registry: Registry, rec: ContainerRecord) -> ContainerRecord:
-    """A record the registry thinks alive whose container the sentry does not have (the
-    platform and its tasks went down with it): whatever ran is gone, so it is stopped."""
+    """A record the registry thinks alive whose container the sentry does not have (its tasks
+    died while no service watched them): whatever ran is gone, so it is stopped."""
     return registry.update(rec.id, status="stopped")
 
 
