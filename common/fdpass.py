@@ -1,53 +1,116 @@
-"""File descriptors over AF_UNIX SOCK_SEQPACKET: SCM_RIGHTS beside one CBOR frame.
+"""File descriptors over AF_UNIX SOCK_SEQPACKET: SCM_RIGHTS beside a CBOR message.
 
 ZMQ cannot carry fds, so every call that does (stdio for exec, an opened file, a listener fd)
-goes as one sendmsg on a service's fd channel, after gVisor's urpc FilePayload. Each function
-says who owns the fds it takes or returns.
+goes on a service's fd channel, after gVisor's urpc FilePayload: one sendmsg per message, or
+per fragment of a message too big for one frame. Each function says who owns the fds it takes
+or returns.
 """
 
 from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import logging
 import os
+import select
 import socket
 import struct
 
-from common.errors import MessageTooLarge, PermissionDenied
+from common.errors import MessageError, MessageTooLarge, PermissionDenied
+from common.wire import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
-#: Most fds one message may carry (urpc's limit; Linux allows SCM_MAX_FD = 253).
+#: Most fds one frame may carry (urpc's limit; Linux allows SCM_MAX_FD = 253).
 MAX_FDS = 128
-#: Largest frame on the fd channel; bigger bodies belong on the ZMQ channel. A SEQPACKET
-#: message must fit the sender's SO_SNDBUF (about 208 KiB by default), so this stays well below.
+#: Largest frame on the fd channel. A SEQPACKET frame must fit the sender's SO_SNDBUF (about
+#: 208 KiB by default), so a bigger message goes as several frames (send_frame).
 MAX_FRAME = 64 << 10
+#: The first byte of each frame of a message sent in fragments: more follow, or this is the last.
+_MORE, _LAST = b"\x00", b"\x01"
+_MARKS = (_MORE, _LAST)
+#: How long the next fragment of a message under way may take to arrive (or to find room).
+FRAGMENT_TIMEOUT = 5.0
 
 _CRED = struct.Struct("3i")
 _INT = array.array("i")
 _FDS_SPACE = socket.CMSG_SPACE(MAX_FDS * _INT.itemsize)
 
 
-def send_frame(sock: socket.socket, frame: bytes, fds: list[int] | None = None) -> None:
-    """Send one frame with its fds. The caller keeps ownership of the fds (they are dup'ed)."""
+def send_frame(sock: socket.socket, message: bytes, fds: list[int] | None = None) -> None:
+    """Send one message with its fds. The caller keeps ownership of the fds (they are dup'ed).
+
+    A message that fits one frame goes as that frame: every call on the hot path does. A bigger
+    one (a listing of many containers, a spec with a large environment), or one with more than
+    MAX_FDS fds, goes as fragments: frames that begin with _MORE, then one with _LAST, each with
+    its share of the fds. So does a small one that begins with a mark byte, which a CBOR envelope
+    never does: a receiver can tell the two kinds apart by the first byte alone.
+    """
     fds = fds or []
-    if len(fds) > MAX_FDS:
-        raise MessageTooLarge(f"too many fds: {len(fds)} > {MAX_FDS}")
-    if len(frame) > MAX_FRAME:
-        raise MessageTooLarge(f"fd-channel frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+    if len(message) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(f"fd-channel message of {len(message)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    if len(message) <= MAX_FRAME and len(fds) <= MAX_FDS and message[:1] not in _MARKS:
+        _send(sock, message, fds)
+        return
+    chunk = MAX_FRAME - 1
+    count = max(-(-len(message) // chunk), -(-len(fds) // MAX_FDS), 1)
+    for i in range(count):
+        if i:
+            # The receiver is reading the message now: wait for room rather than leave it half sent.
+            _wait(sock, select.POLLOUT)
+        mark = _LAST if i == count - 1 else _MORE
+        _send(sock, mark + message[i * chunk : (i + 1) * chunk], fds[i * MAX_FDS : (i + 1) * MAX_FDS])
+
+
+def recv_frame(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """Receive one message and its fds (all its fragments, for a fragmented one). The caller
+    owns and must close the returned fds.
+
+    An empty message with no fds means the peer closed the connection (also when it did so in
+    the middle of a message). A frame or fd array that was truncated is refused, and so is a
+    message over MAX_MESSAGE_BYTES (after it was read to its end, so that the next one is read
+    whole); every fd that did arrive is closed first.
+    """
+    frame, fds = _recv(sock)
+    if frame[:1] not in _MARKS:
+        return frame, fds
+    parts: list[bytes] = []
+    size = 0
+    try:
+        while True:
+            size += len(frame) - 1
+            if size <= MAX_MESSAGE_BYTES:
+                parts.append(frame[1:])
+            if frame[:1] == _LAST:
+                break
+            _wait(sock, select.POLLIN)
+            frame, more = _recv(sock)
+            fds.extend(more)
+            if not frame and not more:
+                close_all(fds)
+                return b"", []
+            if frame[:1] not in _MARKS:
+                raise MessageError("fd channel: a message in fragments ended without its last one")
+    except BaseException:
+        close_all(fds)
+        raise
+    if size > MAX_MESSAGE_BYTES:
+        close_all(fds)
+        raise MessageTooLarge(f"fd-channel message refused: more than {MAX_MESSAGE_BYTES} bytes")
+    return b"".join(parts), fds
+
+
+def _send(sock: socket.socket, frame: bytes, fds: list[int]) -> None:
+    """Send one frame with its fds (dup'ed)."""
     if fds:
-        socket.send_fds(sock, [frame], fds)
+        sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
     else:
         sock.sendall(frame)
 
 
-def recv_frame(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """Receive one frame and its fds. The caller owns and must close the returned fds.
-
-    An empty frame with no fds means the peer closed the connection. A frame or fd array that
-    was truncated is refused, and every fd that did arrive is closed first.
-    """
+def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """Receive one frame and its fds (the caller's); a truncated one is refused, its fds closed."""
     # socket.recv_fds drops its flags argument (CPython gh-107898), so it cannot ask for
     # MSG_CMSG_CLOEXEC; without it a received fd would leak into every child we spawn.
     data, ancdata, flags, _ = sock.recvmsg(MAX_FRAME + 1, _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
@@ -59,9 +122,20 @@ def recv_frame(sock: socket.socket) -> tuple[bytes, list[int]]:
     if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC) or len(data) > MAX_FRAME:
         close_all(fds)
         if flags & socket.MSG_CTRUNC:
-            raise MessageTooLarge(f"fd-channel message refused: more than {MAX_FDS} fds")
-        raise MessageTooLarge(f"fd-channel message refused: more than {MAX_FRAME} bytes")
+            raise MessageTooLarge(f"fd-channel message refused: more than {MAX_FDS} fds in a frame")
+        raise MessageTooLarge(f"fd-channel message refused: a frame of more than {MAX_FRAME} bytes")
     return data, fds
+
+
+def _wait(sock: socket.socket, event: int) -> None:
+    """On a non-blocking socket, wait up to FRAGMENT_TIMEOUT for event (a blocking one waits in
+    the call itself, under its own timeout); TimeoutError when it does not come."""
+    if sock.gettimeout() != 0.0:
+        return
+    poller = select.poll()
+    poller.register(sock.fileno(), event)
+    if not poller.poll(FRAGMENT_TIMEOUT * 1000):
+        raise TimeoutError(errno.ETIMEDOUT, "fd channel: the peer stopped in the middle of a message")
 
 
 def close_all(fds: list[int]) -> None:

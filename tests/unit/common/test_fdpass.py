@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import select
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from common import fdpass
-from common.errors import MessageTooLarge, PermissionDenied
+from common.errors import MessageError, MessageTooLarge, PermissionDenied
+from common.wire import MAX_MESSAGE_BYTES
 from tests.conftest import at_eof, nonblocking_pipe, open_fds
 
 Pair = tuple[socket.socket, socket.socket]
@@ -87,25 +89,122 @@ def test_peer_closed_reads_empty(pair: Pair) -> None:
     assert fdpass.recv_frame(b) == (b"", [])
 
 
-def test_send_frame_refuses_too_many_fds(pair: Pair) -> None:
+def test_more_fds_than_a_frame_holds_travel_in_fragments(pair: Pair) -> None:
     a, b = pair
     r, w = nonblocking_pipe()
+    before = len(open_fds())
     try:
-        fdpass.send_frame(a, b"x", [w] * fdpass.MAX_FDS)  # the limit itself is fine
-        assert len(fdpass.recv_frame(b)[1]) == fdpass.MAX_FDS
-        with pytest.raises(MessageTooLarge, match="too many fds"):
-            fdpass.send_frame(a, b"x", [w] * (fdpass.MAX_FDS + 1))
+        fdpass.send_frame(a, b"x", [w] * (2 * fdpass.MAX_FDS + 5))
+        frame, fds = fdpass.recv_frame(b)
+        assert frame == b"x" and len(fds) == 2 * fdpass.MAX_FDS + 5
+        os.write(fds[-1], b"!")  # each is a working copy of the write end
+        assert os.read(r, 1) == b"!"
+        fdpass.close_all(fds)
+        assert _nothing_queued(b) and len(open_fds()) == before
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_send_frame_refuses_a_message_over_the_limit(pair: Pair) -> None:
+    a, b = pair
+    with pytest.raises(MessageTooLarge, match=str(MAX_MESSAGE_BYTES)):
+        fdpass.send_frame(a, b"x" * (MAX_MESSAGE_BYTES + 1))
+    assert _nothing_queued(b)
+
+
+def _send_in_thread(send: Callable[[], None]) -> threading.Thread:
+    """Run send beside the test: a message bigger than the socket buffer is sent only as fast
+    as the other end reads it."""
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("receiver_blocks", [True, False])
+def test_a_message_bigger_than_a_frame_travels_whole(pair: Pair, receiver_blocks: bool) -> None:
+    a, b = pair
+    b.setblocking(receiver_blocks)
+    message = os.urandom(5 * fdpass.MAX_FRAME + 123)
+    r, w = nonblocking_pipe()
+    try:
+        sender = _send_in_thread(lambda: fdpass.send_frame(a, message, [w]))
+        if not receiver_blocks:
+            select.select([b], [], [], 5)
+        frame, fds = fdpass.recv_frame(b)
+        sender.join(5)
+        assert frame == message and len(fds) == 1
+        fdpass.close_all(fds)
         assert _nothing_queued(b)
     finally:
         os.close(r)
         os.close(w)
 
 
-def test_send_frame_refuses_oversize_frame(pair: Pair) -> None:
+@pytest.mark.parametrize("message", [b"\x00", b"\x01tail", b"\x00" * 10])
+def test_a_small_message_that_begins_with_a_mark_byte_travels_unchanged(pair: Pair, message: bytes) -> None:
     a, b = pair
-    with pytest.raises(MessageTooLarge, match=str(fdpass.MAX_FRAME)):
-        fdpass.send_frame(a, b"x" * (fdpass.MAX_FRAME + 1))
+    fdpass.send_frame(a, message)
+    assert fdpass.recv_frame(b) == (message, [])
     assert _nothing_queued(b)
+
+
+def test_a_message_over_the_limit_is_refused_after_it_was_read_to_its_end(pair: Pair) -> None:
+    # A peer that ignores the limit: its fragments are read and dropped, the next message is whole.
+    a, b = pair
+    r, w = nonblocking_pipe()
+    before = len(open_fds())
+    chunk = b"\x00" + b"x" * (fdpass.MAX_FRAME - 1)
+
+    def send() -> None:
+        socket.send_fds(a, [chunk], [w])
+        for _ in range(MAX_MESSAGE_BYTES // (fdpass.MAX_FRAME - 1)):
+            a.sendall(chunk)
+        socket.send_fds(a, [b"\x01end"], [w])
+        fdpass.send_frame(a, b"next")
+
+    sender = _send_in_thread(send)
+    try:
+        with pytest.raises(MessageTooLarge, match=f"more than {MAX_MESSAGE_BYTES} bytes"):
+            fdpass.recv_frame(b)
+        assert fdpass.recv_frame(b) == (b"next", [])
+        sender.join(5)
+        assert len(open_fds()) == before
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_peer_that_hangs_up_in_the_middle_of_a_message_has_hung_up(pair: Pair) -> None:
+    a, b = pair
+    r, w = nonblocking_pipe()
+    socket.send_fds(a, [b"\x00part"], [w])
+    a.close()
+    before = len(open_fds())
+    assert fdpass.recv_frame(b) == (b"", [])
+    assert len(open_fds()) == before
+    os.close(w)
+    assert at_eof(r)
+    os.close(r)
+
+
+def test_a_message_in_fragments_that_stops_without_its_last_is_refused(pair: Pair) -> None:
+    a, b = pair
+    a.sendall(b"\x00part")
+    a.sendall(b"plain")
+    with pytest.raises(MessageError, match="without its last"):
+        fdpass.recv_frame(b)
+
+
+def test_a_non_blocking_receiver_waits_no_longer_than_the_fragment_timeout(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair
+    b.setblocking(False)
+    monkeypatch.setattr(fdpass, "FRAGMENT_TIMEOUT", 0.05)
+    a.sendall(b"\x00part")
+    with pytest.raises(TimeoutError):
+        fdpass.recv_frame(b)
 
 
 def test_recv_frame_refuses_oversize_frame(pair: Pair) -> None:
@@ -146,7 +245,7 @@ def test_recv_frame_truncation_message_names_the_right_unit(pair: Pair) -> None:
         fdpass.recv_frame(b)
     os.close(r)
     os.close(w)
-    assert str(info.value) == f"fd-channel message refused: more than {fdpass.MAX_FDS} fds"
+    assert str(info.value) == f"fd-channel message refused: more than {fdpass.MAX_FDS} fds in a frame"
 
 
 def test_close_all_closes(pair: Pair) -> None:

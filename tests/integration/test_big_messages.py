@@ -1,0 +1,44 @@
+"""Messages bigger than one fd-channel frame (64 KiB), end to end on real services: a spec
+with a large environment, and a platform that restarts holding more than a frame's worth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_restart import kill_service
+from tests.integration.zerovisor import Zerovisor, sh
+
+pytestmark = pytest.mark.integration
+
+#: Environment variables of 2 KiB each: 40 make an 80 KiB spec (a frame is 64 KiB).
+VALUE = "v" * 2048
+
+
+def big_env_bundle(tmp_path: Path, script: str, name: str, count: int) -> Path:
+    """A bundle running `sh -c script` with count more variables BIG0.. of 2 KiB each."""
+    bundle = sh(tmp_path, script, name=name)
+    config_path = bundle / "config.json"
+    config = json.loads(config_path.read_text())
+    config["process"]["env"] += [f"BIG{i}={VALUE}" for i in range(count)]
+    config_path.write_text(json.dumps(config))
+    return bundle
+
+
+def test_a_container_whose_spec_exceeds_a_frame_runs_with_its_whole_environment(zv: Zerovisor, tmp_path: Path) -> None:
+    bundle = big_env_bundle(tmp_path, 'echo "${#BIG0} ${#BIG39}"; env | grep -c ^BIG', "big", 40)
+    assert zv("run", "-b", str(bundle), "big").stdout == "2048 2048\n40\n"
+
+
+def test_a_platform_restarted_while_it_holds_more_than_a_frame_comes_back(zv: Zerovisor, tmp_path: Path) -> None:
+    # Each spec fits a frame; together (what the fork server lists to a new platform) they do not.
+    for cid in ("one", "two"):
+        zv("run", "-d", "-b", str(big_env_bundle(tmp_path, "sleep 1000", f"bundle-{cid}", 20)), cid)
+    kill_service(zv, "platform")
+    zv("up")
+    for cid in ("one", "two"):
+        assert zv("exec", cid, "sh", "-c", 'echo "${#BIG19}"').stdout == "2048\n"
+        assert zv.state(cid)["status"] == "running"
+        zv("delete", "-f", cid)
