@@ -135,7 +135,8 @@ def cli(ctx: click.Context, root: str, run_dir: str | None, log_file: str | None
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Run the command sys.argv names and exit with its code (services/controller/__main__.py
+    sets up the process first)."""
     try:
         cli(prog_name="controller")
     finally:
