@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from common import fdpass
-from common.errors import ZerovisorError
+from common.errors import ServiceUnavailable, ZerovisorError
 from common.messages.platform import (
     ContainerRef,
     ContainerTasks,
@@ -85,9 +85,7 @@ def catch_up(kernel: Kernel) -> None:
     and stop the containers whose tasks it no longer holds (its fork server died with them)."""
     try:
         held: TasksResult = kernel.platform.call("Platform.Tasks", TasksArgs(), TasksResult)
-    except ZerovisorError as e:
-        # Down, or answering with an error: asked again at the next sweep, and meanwhile the
-        # sentry serves on (a sentry that died of it would only ask the same again).
+    except ServiceUnavailable as e:
         log.warning("catching up with the platform: %s", e)
         return
     for event in held.exits:
