@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,18 @@ def test_kill_of_a_stopped_container_is_refused_and_changes_nothing(zv: Zeroviso
         assert zv.state("done") == before
     assert zv("wait", "done", check=False).returncode == 4
     zv("delete", "done")
+
+
+def test_the_installed_console_script_runs_commands(zv: Zerovisor) -> None:
+    # The `controller` a user's shell finds (pyproject's [project.scripts]), not `python -m`.
+    script = Path(sys.executable).parent / "controller"
+    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60, check=False)
+    assert version.returncode == 0 and version.stdout.startswith("controller, version "), version
+    unknown = subprocess.run(
+        [str(script), "--root", str(zv.root), "state", "nobody"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unknown.returncode == 3 and "nobody" in unknown.stderr, unknown
