@@ -11,7 +11,7 @@ Layout of ``$RUN`` (mode 0700, owned by the service user, so the sandbox never s
     events.zmq       the sentry's PUB endpoint for container events
     platform-events.zmq  the platform's PUB endpoint for task exits
     exits/           exits the fork server reaped, one JSON file per pid, written durably and
-                     kept until the container is destroyed
+                     kept until the container is destroyed (an exec'd process's: until waited for)
     hostnames/       <id>.hostname: a hostname a container set, kept by the sentry for its next
                      instance until the container is deleted
 """

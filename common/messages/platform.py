@@ -116,6 +116,16 @@ class ProcessRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReapArgs:
+    """Arguments to Reap: exec'd processes whose exit status was handed out, to forget."""
+
+    #: Container id.
+    cid: str
+    #: Host pids of its exec'd processes that exited and were waited for.
+    host_pids: list[int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PidsResult:
     """Host pids of a container's processes."""
 
@@ -192,7 +202,8 @@ class ContainerTasks:
     released: bool
     #: Its cgroup is frozen (the container is paused).
     frozen: bool
-    #: Every process exec'd into it (those that exited have their exit in TasksResult.exits).
+    #: Every process exec'd into it and not yet reaped (those that exited have their exit in
+    #: TasksResult.exits).
     execs: list[ExecTask] = field(default_factory=list)
 
 
@@ -202,5 +213,6 @@ class TasksResult:
 
     #: Every container with a cgroup, launched and not yet destroyed.
     containers: list[ContainerTasks]
-    #: Every exit reaped and not yet forgotten (its container not yet destroyed).
+    #: Every exit reaped and not yet forgotten (its container not destroyed, and for an exec'd
+    #: process, its status not yet waited for: Reap).
     exits: list[TaskExit]

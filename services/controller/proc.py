@@ -76,7 +76,8 @@ class Proc:
         self._sentry.call("Proc.ReleaseConsole", args)
 
     def wait_pid(self, args: ProcessArgs) -> Deferred[ProcessExit]:
-        """The exit of an exec'd process, once it has exited (asked again, the same status)."""
+        """The exit of an exec'd process, once it has exited; the sentry then reaps it (asked
+        again soon, the same status)."""
         return self._waiters.wait((args.cid, args.pid))
 
     def signal_process(self, args: SignalProcessArgs) -> None:

@@ -13,7 +13,7 @@ Layout:
     mounts.py, execplan.py, program.py  what a container process does before its program runs
     filters.py         the seccomp filter: denied and trapped calls
     cgroups.py, cgroup_*.py  container cgroups on either hierarchy layout
-    exits.py           exit records, kept durably until a container is destroyed
+    exits.py           exit records, kept durably until waited for or their container is destroyed
     consoles.py        pty masters held until the exec'ing CLI has its own
     hooks.py           OCI runtime hooks
     clone.py, linux.py ctypes wrappers for what Python's os module lacks

@@ -1,7 +1,8 @@
-"""ExitLog: the exits the fork server reaped, kept until their container is destroyed.
+"""ExitLog: the exits the fork server reaped, kept until nobody will ask for them again.
 
 An exit is written durably to ``$RUN/exits/<pid>.json`` before anyone hears of it, and stays
-there (and in memory) until Destroy of its container: like a zombie until its parent reaps it.
+there (and in memory), like a zombie until its parent reaps it: an init's until Destroy of its
+container, an exec'd process's until its status was waited for (``reap``) or Destroy.
 The file is reserved when the task is created (``reserve``), so that a full disk refuses a new
 container or exec with a clear error instead of losing an exit later: the exit is then written
 over the reservation in place, which needs no new space.
@@ -87,6 +88,20 @@ class ExitLog:
     def all(self) -> list[TaskExit]:
         """Every exit still kept, oldest pid first."""
         return [self._exits[pid] for pid in sorted(self._exits)]
+
+    def reap(self, cid: str, pids: list[int]) -> list[int]:
+        """Drop the exits of the exec'd processes of cid among pids (their status was waited
+        for); which were dropped. An init's exit, and a task that has not exited, stay."""
+        reaped = []
+        for pid in pids:
+            event = self._exits.get(pid)
+            if event is None or event.cid != cid or event.init:
+                continue
+            del self._exits[pid]
+            # Not synced: a record that a crash brings back goes with its container at Destroy.
+            self._path(pid).unlink(missing_ok=True)
+            reaped.append(pid)
+        return reaped
 
     def forget(self, cid: str, pids: list[int]) -> None:
         """Drop the exits and reservations of container cid, whose tasks had pids (it is

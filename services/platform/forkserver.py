@@ -7,8 +7,8 @@ to Release, which returns a dup, and so does each process Exec starts in a runni
 (exec_stub.py): the table keeps each original while any task uses its filter, and Listeners
 hands out dups again. After Release or Exec the table also reads the child's sync socket until
 EOF (the exec), logging a late failure. Every exit the fork server reaps stays in its ExitLog
-until the container is destroyed; Tasks reports all of it to a platform or sentry that
-restarted.
+until the container is destroyed, or for an exec'd process until Reap says its status was
+waited for; Tasks reports all of it to a platform or sentry that restarted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from common.messages.platform import (
     ListenersResult,
     PidsResult,
     ProcessRef,
+    ReapArgs,
     ReleaseResult,
     SignalArgs,
     SignalProcessArgs,
@@ -189,6 +190,11 @@ class ForkServer:
         if execd is None or execd.cid != args.cid:
             raise NotFound(f"container {args.cid!r} has no exec'd process {args.host_pid}")
         self.table.consoles.release(args.host_pid)
+
+    def reap(self, args: ReapArgs) -> None:
+        """Forget the exec'd processes of args.cid among args.host_pids that have exited (their
+        status was waited for); others, and those of a destroyed container, are no error."""
+        self.table.reap(args.cid, args.host_pids)
 
     def listeners(self, args: ListenersArgs) -> ListenersResult:
         """A dup of every listener still in use (of the containers in args.cids, if given);

@@ -2,7 +2,8 @@
 
 For every container with a cgroup it keeps the cgroup, the spec (for the poststart and poststop
 hooks), the create request's token, the host pid of the init and, while it is not reaped, the
-init's Task; every exec'd process (ExecTask), by host pid; and the exits reaped (ExitLog).
+init's Task; every exec'd process (ExecTask), by host pid, until its status was waited for
+(reap); and the exits reaped (ExitLog).
 It also owns the fds the fork server keeps for its tasks. A container's seccomp listener, the
 init's and each exec'd process's, is kept while any task uses its filter (every descendant
 shares it, and if the last holder closed it their trapped calls would fail with ENOSYS for
@@ -74,8 +75,8 @@ class TaskTable:
         #: while a task uses the filter (not only while its first task lives: descendants
         #: share it).
         self.listener_fds: dict[int, str] = {}
-        #: Every exec'd process, by host pid, until its container is destroyed (a request sent
-        #: again finds by its token the process it started).
+        #: Every exec'd process, by host pid, until its exit status was waited for (reap) or its
+        #: container is destroyed (a request sent again finds by its token the process it started).
         self.execs: dict[int, ExecTask] = {}
         #: Host pid of an exec'd process -> its listener in listener_fds, while kept.
         self.exec_listeners: dict[int, int] = {}
@@ -126,6 +127,13 @@ class TaskTable:
         if self.poller is not None:
             self.poller.unregister(fd)
         stub.sync.close()
+
+    def reap(self, cid: str, host_pids: list[int]) -> None:
+        """Forget the exec'd processes of cid among host_pids that have exited: their status was
+        waited for. Their listeners stay until their hangup (a descendant may still use one)."""
+        for pid in self.exit_log.reap(cid, host_pids):
+            self.execs.pop(pid, None)
+            self.consoles.release(pid)
 
     def remove(self, cid: str) -> ContainerSpec | None:
         """Kill whatever is left of the container and remove its cgroup; its spec, if known."""

@@ -32,6 +32,7 @@ from common.messages.platform import (
     ListenersResult,
     PidsResult,
     ProcessRef,
+    ReapArgs,
     ReleaseResult,
     SignalArgs,
     SignalProcessArgs,
@@ -234,6 +235,10 @@ class Platform:
         """The CLI of an exec'd process holds its pty master: the fork server drops the copy it
         kept for a repeated Exec."""
         self._fs.call("ForkServer.ReleaseConsole", args)
+
+    def reap(self, args: ReapArgs) -> None:
+        """Exec'd processes whose status was waited for: the fork server forgets them."""
+        self._fs.call("ForkServer.Reap", args)
 
     def signal_process(self, args: SignalProcessArgs) -> None:
         """Signal one process of a container, or its terminal's foreground process group."""

@@ -26,7 +26,7 @@ from common.events import Publisher
 from common.messages.containers import StartRecord
 from common.messages.gofer import DetachArgs, MountFdsArgs, MountFdsResult
 from common.messages.lifecycle import ContainerStatus
-from common.messages.platform import TaskExit
+from common.messages.platform import ReapArgs, TaskExit
 from common.messages.proc import ProcessExit
 from common.messages.spec import ContainerSpec
 from common.rundir import RunDir
@@ -48,11 +48,14 @@ DEFAULT_KERNEL_RELEASE = "4.4.0"
 KERNEL_RELEASE_ANNOTATION = "dev.zerovisor.kernel-release"
 #: Annotation that turns strace on for a container ("true").
 STRACE_ANNOTATION = "dev.zerovisor.strace"
+#: How many exec'd processes whose status was handed out a container remembers, for a caller
+#: whose answer was lost (its controller died) and who asks again.
+REAPED_KEPT = 64
 
 
 @dataclass(slots=True)
 class ExecProcess:
-    """A process exec'd into a container, until its exit status is collected."""
+    """A process exec'd into a container, until its exit status is handed out (reaped)."""
 
     #: Its pid on the host.
     host_pid: int
@@ -86,8 +89,10 @@ class Container:
     syscalls: dict[str, int] = field(default_factory=dict)
     #: The container as its trapped syscalls see it, once its first listener is served.
     view: Watched | None = None
-    #: Exec'd processes by pid in the container, until the container is deleted.
+    #: Exec'd processes by pid in the container, until their status is handed out (reaped).
     execs: dict[int, ExecProcess] = field(default_factory=dict)
+    #: The last REAPED_KEPT exec'd processes reaped, by pid, oldest first.
+    reaped: dict[int, ExecProcess] = field(default_factory=dict)
     #: Restored paused: its tasks are nudged (restore.py) once it is resumed.
     nudge_on_resume: bool = False
 
@@ -122,6 +127,9 @@ class Kernel:
         self.rebuild: Callable[[], None] = lambda: None
         #: Stops the service's loop (set by the server's setup).
         self.shutdown: Callable[[], None] = lambda: None
+        #: Host pids of exec'd processes reaped here that the platform still keeps, by container
+        #: (send_reaps tells it, after the status went out).
+        self.reaps_to_send: dict[str, list[int]] = {}
 
     @property
     def table(self) -> dict[str, Container]:
@@ -233,6 +241,8 @@ class Kernel:
         pid = next((pid for pid, p in ctr.execs.items() if p.host_pid == event.pid), event.ns_pid)
         if not pid:
             return
+        if pid not in ctr.execs and (gone := ctr.reaped.get(pid)) is not None and gone.host_pid == event.pid:
+            return  # reported again before the platform heard of the reap
         process = ctr.execs.setdefault(pid, ExecProcess(host_pid=event.pid))
         if process.exit_code is not None:
             return
@@ -241,3 +251,27 @@ class Kernel:
         if publish:
             exit_ = ProcessExit(pid=pid, exited=True, exit_code=event.exit_code)
             self.publisher.publish(f"process.{ctr.cid}.exit", "exit", {"cid": ctr.cid, **wire.to_wire(exit_)})
+
+    def reap(self, ctr: Container, pid: int) -> None:
+        """The status of ctr's exited process pid was handed out: forget it but for the last
+        REAPED_KEPT, and have the platform forget it (send_reaps)."""
+        process = ctr.execs.pop(pid)
+        ctr.reaped.pop(pid, None)  # a pid used again goes to the end
+        ctr.reaped[pid] = process
+        if len(ctr.reaped) > REAPED_KEPT:
+            del ctr.reaped[next(iter(ctr.reaped))]
+        self.reaps_to_send.setdefault(ctr.cid, []).append(process.host_pid)
+
+    def send_reaps(self) -> None:
+        """Tell the platform which exec'd processes were reaped, so that it keeps no record of
+        them; while it is down they wait for the next call."""
+        while self.reaps_to_send:
+            cid, host_pids = next(iter(self.reaps_to_send.items()))
+            try:
+                self.platform.call("Platform.Reap", ReapArgs(cid=cid, host_pids=host_pids))
+            except ServiceUnavailable:
+                return
+            except ZerovisorError as e:
+                # Kept at the platform until the container is destroyed: more memory, not wrong.
+                log.warning("reaping exec'd processes %s of %r: %s", host_pids, cid, e)
+            del self.reaps_to_send[cid]

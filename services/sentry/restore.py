@@ -2,7 +2,7 @@
 
 The sentry keeps nothing on disk: what it knows of the containers it rebuilds from the
 platform, which holds every task (its fork server outlives any sentry), every exit it reaped
-(until the container is destroyed) and a copy of every seccomp listener. The controller's
+and nobody has waited for yet, and a copy of every seccomp listener. The controller's
 registry then decides which of them should exist (Lifecycle.Reconcile).
 """
 

@@ -84,6 +84,7 @@ def setup(ctx: ServiceContext) -> None:
         rebuild()  # else on the first call or tick that finds the platform up
     ctx.loop.add_socket(tasks.sock, on_task_event)
     ctx.loop.add_tick(gofer.tick)
+    ctx.loop.add_tick(kernel.send_reaps)  # before housekeeping's catch-up, which would list them
     ctx.loop.add_tick(housekeeping)
     ctx.system.details = lambda: {"syscalls": {cid: dict(c.syscalls) for cid, c in kernel.containers.items()}}
     ctx.loop.add_cleanup(tasks.close)

@@ -228,8 +228,8 @@ def _run(
     """Start the process, stand for it until it exits; its exit code.
 
     Both calls are sent again if a service restarts under them: the request's token makes a
-    repeated Exec find the process the first one started, and the sentry keeps an exit status
-    after handing it out.
+    repeated Exec find the process the first one started, and the sentry keeps the last few exit
+    statuses it handed out.
     """
     from common.messages.proc import ExecResult, ProcessArgs, ProcessExit, SignalProcessArgs
 

@@ -73,15 +73,21 @@ class Proc:
     def exit_status(self, args: ProcessArgs) -> ProcessExit:
         """Whether an exec'd process has exited, and its status once it has.
 
-        The status is kept after it is handed out (until the container is deleted), so that a
-        caller whose controller died before it passed the status on gets it when it asks again.
+        A status handed out reaps the process, as gVisor's WaitPID does: the sentry and the
+        platform forget it, so that a container exec'd into for ever holds no more than its
+        live processes. The last few stay answerable (REAPED_KEPT), so that a caller whose
+        controller died before it passed the status on gets it when it asks again.
         """
         ctr = self._k.get(args.cid)
         process = ctr.execs.get(args.pid)
         if process is None:
-            raise NotFound(f"container {args.cid!r} has no exec'd process {args.pid}")
-        if process.exit_code is None:
+            process = ctr.reaped.get(args.pid)
+            if process is None:
+                raise NotFound(f"container {args.cid!r} has no exec'd process {args.pid}")
+        elif process.exit_code is None:
             return ProcessExit(pid=args.pid, exited=False)
+        else:
+            self._k.reap(ctr, args.pid)
         return ProcessExit(pid=args.pid, exited=True, exit_code=process.exit_code)
 
     def signal_process(self, args: SignalProcessArgs) -> None:

@@ -44,3 +44,16 @@ def test_unreadable_records_are_skipped(tmp_path: Path) -> None:
     (exits / "9.json").write_text(json.dumps({"cid": "c", "pid": 9, "init": True, "exit_code": 1}))
     log = ExitLog(exits)
     assert [e.pid for e in log.all()] == [9]
+
+
+def test_reap_drops_only_exited_exec_processes_of_the_container(tmp_path: Path) -> None:
+    log = ExitLog(tmp_path / "exits")
+    log.record(TaskExit(cid="a", pid=10, init=False, exit_code=0, ns_pid=5))
+    log.record(TaskExit(cid="a", pid=11, init=False, exit_code=1, ns_pid=6))
+    log.record(TaskExit(cid="a", pid=20, init=True, exit_code=3))
+    log.record(TaskExit(cid="b", pid=12, init=False, exit_code=0, ns_pid=5))
+    log.reserve(13, "a")  # still running
+    assert log.reap("a", [10, 12, 13, 20, 99]) == [10]
+    assert [e.pid for e in log.all()] == [11, 12, 20]
+    assert sorted(p.name for p in (tmp_path / "exits").iterdir()) == ["11.json", "12.json", "13.json", "20.json"]
+    assert [e.pid for e in ExitLog(tmp_path / "exits").all()] == [11, 12, 20]  # gone for good
