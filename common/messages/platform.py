@@ -69,7 +69,7 @@ class ListenersResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerRef:
-    """Arguments naming one container (Freeze, Thaw, Destroy, Stats).
+    """Arguments naming one container (Freeze, Thaw, Destroy, Stats, Spec).
 
     Release takes the sentry's StartContainerArgs (common.messages.lifecycle) as they are.
     """
@@ -123,6 +123,14 @@ class ReapArgs:
     cid: str
     #: Host pids of its exec'd processes that exited and were waited for.
     host_pids: list[int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpecResult:
+    """Result of Spec: the spec a container was launched with."""
+
+    #: Its spec.
+    spec: ContainerSpec
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,12 +194,11 @@ class ExecTask:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerTasks:
-    """One container the fork server holds, as a restarted sentry rebuilds it."""
+    """One container the fork server holds, as a restarted sentry rebuilds it (with its spec,
+    which Spec answers one container at a time: specs may be up to a whole message each)."""
 
     #: Container id.
     cid: str
-    #: The spec it was launched with.
-    spec: ContainerSpec
     #: Whether the sentry logs its trapped syscalls.
     strace: bool
     #: The token of the create request that launched it (LaunchArgs.token).

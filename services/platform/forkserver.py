@@ -38,6 +38,7 @@ from common.messages.platform import (
     ReleaseResult,
     SignalArgs,
     SignalProcessArgs,
+    SpecResult,
     StatsResult,
     TasksArgs,
     TasksResult,
@@ -217,7 +218,6 @@ class ForkServer:
             containers.append(
                 ContainerTasks(
                     cid=cid,
-                    spec=self.table.specs[cid],
                     strace=cid in self.table.straced,
                     token=self.table.tokens.get(cid, ""),
                     init_pid=self.table.init_pids[cid],
@@ -227,6 +227,13 @@ class ForkServer:
                 )
             )
         return TasksResult(containers=containers, exits=self.table.exit_log.all())
+
+    def spec(self, args: ContainerRef) -> SpecResult:
+        """The spec container args.cid was launched with (not in Tasks: each may be megabytes)."""
+        spec = self.table.specs.get(args.cid)
+        if spec is None:
+            raise NotFound(f"container {args.cid!r} is not held")
+        return SpecResult(spec=spec)
 
     def signal(self, args: SignalArgs) -> None:
         """Signal the init, or every process of the container with its cgroup frozen meanwhile."""

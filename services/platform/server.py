@@ -36,6 +36,7 @@ from common.messages.platform import (
     ReleaseResult,
     SignalArgs,
     SignalProcessArgs,
+    SpecResult,
     StatsResult,
     TaskExit,
     TasksArgs,
@@ -206,6 +207,10 @@ class Platform:
     def tasks(self, args: TasksArgs) -> TasksResult:
         """Every container the fork server holds and every exit it kept (for a restarted sentry)."""
         return wire.from_wire(TasksResult, self._fs.call("ForkServer.Tasks", args))
+
+    def spec(self, args: ContainerRef) -> SpecResult:
+        """The spec a container was launched with (for a restarted sentry)."""
+        return wire.from_wire(SpecResult, self._fs.call("ForkServer.Spec", args))
 
     def listeners(self, args: ListenersArgs) -> ListenersResult:
         """The seccomp listener of every trapping container (for a sentry that restarted)."""

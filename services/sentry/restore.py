@@ -18,10 +18,12 @@ from common.messages.platform import (
     ListenersArgs,
     ListenersResult,
     PidsResult,
+    SpecResult,
     TaskExit,
     TasksArgs,
     TasksResult,
 )
+from common.messages.spec import ContainerSpec
 from services.sentry.kernel import CREATED, PAUSED, RUNNING, STOPPED, Container, ExecProcess, Kernel
 from services.sentry.nudge import nudge_waiting
 
@@ -39,7 +41,8 @@ def restore(kernel: Kernel) -> dict[str, int]:
     """
     held: TasksResult = kernel.platform.call("Platform.Tasks", TasksArgs(), TasksResult)
     for tasks in held.containers:
-        kernel.containers[tasks.cid] = _container(tasks)
+        got: SpecResult = kernel.platform.call("Platform.Spec", ContainerRef(cid=tasks.cid), SpecResult)
+        kernel.containers[tasks.cid] = _container(tasks, got.spec)
     for event in held.exits:
         kernel.on_task_exit(event, publish=False)
     listed, fds = kernel.platform.call_with_fds("Platform.Listeners", ListenersArgs(), ListenersResult)
@@ -97,12 +100,10 @@ def catch_up(kernel: Kernel) -> None:
             kernel.on_task_exit(TaskExit(cid=ctr.cid, pid=ctr.pid, init=True, exit_code=VANISHED_EXIT_CODE))
 
 
-def _container(tasks: ContainerTasks) -> Container:
+def _container(tasks: ContainerTasks, spec: ContainerSpec) -> Container:
     """A container as it was before the restart (its syscall counts start again from zero)."""
     status = CREATED if not tasks.released else PAUSED if tasks.frozen else RUNNING
-    ctr = Container(
-        cid=tasks.cid, spec=tasks.spec, status=status, pid=tasks.init_pid, strace=tasks.strace, token=tasks.token
-    )
+    ctr = Container(cid=tasks.cid, spec=spec, status=status, pid=tasks.init_pid, strace=tasks.strace, token=tasks.token)
     for e in tasks.execs:
         ctr.execs[e.ns_pid] = ExecProcess(host_pid=e.host_pid, token=e.token)
     return ctr
