@@ -302,10 +302,14 @@ class Cgroup:
         return _wait(settled, timeout)
 
     def frozen(self) -> bool:
-        """True while the kernel reports the whole group frozen."""
-        if self._unified:
-            return parse_keyed(read_file(self._file("freezer", "cgroup.events"))).get("frozen") == 1
-        return read_file(self._file("freezer", "freezer.state")) == "FROZEN"
+        """True while the kernel reports the whole group frozen; False once the group is gone
+        (removed behind our back, it holds no process: see pids)."""
+        try:
+            if self._unified:
+                return parse_keyed(read_file(self._file("freezer", "cgroup.events"))).get("frozen") == 1
+            return read_file(self._file("freezer", "freezer.state")) == "FROZEN"
+        except FileNotFoundError:
+            return False
 
     def stats(self) -> CgroupStats:
         """Current usage and limits; a controller that is not there reads as 0 / unlimited."""

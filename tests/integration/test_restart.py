@@ -26,7 +26,7 @@ from services.controller.commands.base import CliContext, _settled
 from services.controller.registry import ContainerRecord, Registry
 from services.controller.services import ServiceManager
 from tests.integration.test_exec_tty import read_until
-from tests.integration.zerovisor import REPO, Zerovisor, sh
+from tests.integration.zerovisor import REPO, Zerovisor, cgroup_dirs, sh
 
 pytestmark = pytest.mark.integration
 
@@ -276,3 +276,21 @@ def test_a_container_that_died_while_every_service_was_down_is_listed_stopped(zv
     assert [(c["id"], c["status"]) for c in listed] == [("lost", "stopped")]
     assert zv.state("lost")["status"] == "stopped"
     zv("delete", "lost")
+
+
+def test_a_cgroup_removed_behind_our_back_does_not_stop_a_restart(zv: Zerovisor, tmp_path: Path) -> None:
+    # An administrator (or a cleaner of empty groups) removes a stopped container's cgroup.
+    zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "gone")
+    pid = zv.state("gone")["pid"]
+    dirs = cgroup_dirs(Path(f"/proc/{pid}/cgroup").read_text())
+    zv("kill", "gone", "KILL")
+    deadline = time.monotonic() + 30
+    while zv.state("gone")["status"] != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for directory in dirs.values():
+        directory.rmdir()
+    kill_service(zv, "sentry")
+    zv("up")
+    assert zv.state("gone")["status"] == "stopped"
+    zv("delete", "gone")
+    assert zv("run", "-b", str(sh(tmp_path, "echo fine", name="next")), "next").stdout == "fine\n"
