@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import select
 import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -200,6 +199,4 @@ class ServiceChannel:
 
 def _hung_up(sock: socket.socket) -> bool:
     """Whether the peer closed its end: with no call in flight nothing else makes it readable."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
+    return fdpass.readable(sock)

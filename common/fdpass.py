@@ -127,15 +127,22 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     return data, fds
 
 
+def readable(sock: socket.socket) -> bool:
+    """Whether a frame, or the peer's hangup, waits to be read now."""
+    return _ready(sock, select.POLLIN, 0.0)
+
+
 def _wait(sock: socket.socket, event: int) -> None:
     """On a non-blocking socket, wait up to FRAGMENT_TIMEOUT for event (a blocking one waits in
     the call itself, under its own timeout); TimeoutError when it does not come."""
-    if sock.gettimeout() != 0.0:
-        return
+    if sock.gettimeout() == 0.0 and not _ready(sock, event, FRAGMENT_TIMEOUT):
+        raise TimeoutError(errno.ETIMEDOUT, "fd channel: the peer stopped in the middle of a message")
+
+
+def _ready(sock: socket.socket, event: int, timeout: float) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), event)
-    if not poller.poll(FRAGMENT_TIMEOUT * 1000):
-        raise TimeoutError(errno.ETIMEDOUT, "fd channel: the peer stopped in the middle of a message")
+    return bool(poller.poll(timeout * 1000))
 
 
 def close_all(fds: list[int]) -> None:

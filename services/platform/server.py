@@ -148,6 +148,10 @@ class ForkServerConnection:
 
     def on_readable(self, _fd: int) -> None:
         """Publish the exit events the fork server sent while nobody was calling."""
+        if not fdpass.readable(self.sock):
+            # A call made by an earlier handler of the same poll batch read it already; a
+            # blocking read now would wait for the fork server's next event, with calls queued.
+            return
         try:
             env, fds = self._recv()
         except ServiceUnavailable as e:
