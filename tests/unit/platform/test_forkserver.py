@@ -208,6 +208,23 @@ def test_a_repeated_launch_with_its_token_answers_as_the_first(forkserver: ForkS
         forkserver.call("ForkServer.Destroy", ContainerRef(cid="twice"))
 
 
+def test_spec_answers_for_a_held_container_only(forkserver: ForkServerProcess, tmp_path: Path) -> None:
+    """Tasks leaves specs out (each may be megabytes); Spec gives one, while the container is held."""
+    spec = wire.from_wire(ContainerSpec, base_spec(make_rootfs(tmp_path / "held"), ["true"]))
+    forkserver.call("ForkServer.Launch", LaunchArgs(cid="held", spec=spec))
+    try:
+        held, _ = forkserver.call("ForkServer.Tasks", TasksArgs())
+        (listed_container,) = held["containers"]
+        assert listed_container["cid"] == "held" and "spec" not in listed_container
+        got, _ = forkserver.call("ForkServer.Spec", ContainerRef(cid="held"))
+        assert wire.from_wire(ContainerSpec, got["spec"]) == spec
+    finally:
+        forkserver.call("ForkServer.Destroy", ContainerRef(cid="held"))
+    with pytest.raises(RemoteError) as gone:
+        forkserver.call("ForkServer.Spec", ContainerRef(cid="held"))
+    assert has_code(gone.value, ErrCode.NOT_FOUND)
+
+
 def test_listeners_are_kept_while_the_container_runs(forkserver: ForkServerProcess, tmp_path: Path) -> None:
     threads = [started_container(forkserver, tmp_path, cid)[1] for cid in ("a", "b")]
     assert listed(forkserver, ["b", "nope"]) == ["b"]
