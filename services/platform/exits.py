@@ -97,9 +97,7 @@ class ExitLog:
             event = self._exits.get(pid)
             if event is None or event.cid != cid or event.init:
                 continue
-            del self._exits[pid]
-            # Not synced: a record that a crash brings back goes with its container at Destroy.
-            self._path(pid).unlink(missing_ok=True)
+            self._drop(pid)
             reaped.append(pid)
         return reaped
 
@@ -107,5 +105,10 @@ class ExitLog:
         """Drop the exits and reservations of container cid, whose tasks had pids (it is
         destroyed: nobody will ask again)."""
         for pid in {*pids, *(pid for pid, e in self._exits.items() if e.cid == cid)}:
-            self._exits.pop(pid, None)
-            self._path(pid).unlink(missing_ok=True)
+            self._drop(pid)
+
+    def _drop(self, pid: int) -> None:
+        """Forget pid's exit or reservation, in memory and on disk."""
+        self._exits.pop(pid, None)
+        # Not synced: a record that a crash brings back goes with its container at Destroy.
+        self._path(pid).unlink(missing_ok=True)
