@@ -167,13 +167,17 @@ class ServiceChannel:
             self._drop()
         if self._client is None:
             self._client = FdClient(self.path, timeout=self.timeout)
-            if self._lost and self.on_reconnect is not None and not self._reconnecting:
+            catch_up = self._lost and self.on_reconnect is not None and not self._reconnecting
+            self._lost = False  # before the catch-up: a loss during it must be caught up on too
+            if catch_up and self.on_reconnect is not None:
                 self._reconnecting = True
                 try:
                     self.on_reconnect()
                 finally:
                     self._reconnecting = False
-            self._lost = False
+        if self._client is None:
+            # The catch-up's own calls found the peer gone again, and dropped the connection.
+            raise ServiceUnavailable(f"{self.path}: the peer went away again while being caught up")
         return self._client
 
     def reconnects(self) -> bool:
