@@ -209,13 +209,12 @@ class Faults:
     # -- services --------------------------------------------------------------------------
 
     def pid(self, service: str) -> int | None:
-        """The live pid of service, or None (waits out a pid file being written)."""
-        for _ in range(50):
-            pid = self.run_dir.running_pid(service)
-            if pid != 0:
-                return pid
+        """The live pid of service, or None (waits out a pid file being written: on a busy
+        machine a new instance can take longer than half a second from its lock to its pid)."""
+        deadline = time.monotonic() + GONE_TIMEOUT
+        while (pid := self.run_dir.running_pid(service)) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        return None
+        return pid or None
 
     def pids(self) -> dict[str, int | None]:
         """Every service's live pid (None when down)."""
