@@ -14,18 +14,19 @@ Sync messages are the init's (stub_child.py): parent "go"; child "console" with 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import socket
 from dataclasses import dataclass
 from typing import NoReturn
 
+from common import processctl
+from common.fdlayout import place_fds
+from common.processctl import prctl
 from services.platform import linux
 from services.platform.cgroup_files import join_self
 from services.platform.clone import CLONE_NEWUSER
 from services.platform.execplan import ExecPlan
-from services.platform.linux import prctl
 from services.platform.mounts import doing
 from services.platform.program import (
     EXEC_FAILED_STATUS,
@@ -76,7 +77,7 @@ def exec_child_main(sock: socket.socket, parent_end: socket.socket, plan: ExecCh
     try:
         parent_end.close()
         reset_signal_handlers()
-        prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(processctl.PR_SET_PDEATHSIG, signal.SIGKILL)
         expect_step(chan.sock, "go")
         with doing("joining the container's cgroup"):
             join_self(plan.cgroup_fds)
@@ -103,21 +104,7 @@ def exec_child_main(sock: socket.socket, parent_end: socket.socket, plan: ExecCh
 def _place_files(chan: Channel, plan: ExecChildPlan) -> int | None:
     """files[i] becomes guest fd guest_fds[i]; the sync socket and the exec file move above them
     (close-on-exec); every other fd the fork server had is closed. Returns the exec file's fd."""
-    sources = [*plan.files, chan.sock.fileno(), *([plan.exec_file] if plan.exec_file is not None else [])]
-    floor = max([*plan.guest_fds, *sources, 2]) + 1
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, floor) for fd in plan.files]
-    sync = fcntl.fcntl(chan.sock.fileno(), fcntl.F_DUPFD_CLOEXEC, floor)
-    exec_fd = fcntl.fcntl(plan.exec_file, fcntl.F_DUPFD_CLOEXEC, floor) if plan.exec_file is not None else None
-    chan.sock.detach()
-    keep = sorted([*high, sync, *([exec_fd] if exec_fd is not None else [])])
-    start = 0
-    for fd in keep:
-        if fd > start:
-            linux.close_range(start, fd - 1)
-        start = fd + 1
-    linux.close_range(start)
-    for fd, target in zip(high, plan.guest_fds, strict=True):
-        os.dup2(fd, target, inheritable=True)
-        os.close(fd)
+    exec_file = [plan.exec_file] if plan.exec_file is not None else []
+    sync, *exec_fd = place_fds(plan.files, plan.guest_fds, [chan.sock.detach(), *exec_file])
     chan.sock = socket.socket(fileno=sync)
-    return exec_fd
+    return exec_fd[0] if exec_fd else None

@@ -1,7 +1,7 @@
 """Thin ctypes wrappers for the Linux calls Python 3.11's os module lacks.
 
 This module owns the raw system-call numbers (x86_64) and the constants the container init
-needs: mount, umount2, pivot_root, sethostname, prctl, capget/capset and close_range. Each
+needs: mount, umount2, pivot_root, sethostname, capget/capset and close_range (prctl is common.processctl). Each
 wrapper raises OSError with the call's errno, as the os module does, and takes no ownership of
 any fd it is given. Namespaces and clone live in clone.py, seccomp in filters.py.
 """
@@ -57,16 +57,6 @@ MS_LOCKABLE = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NOD
 
 MNT_DETACH = 0x2
 
-# prctl(2) options (include/uapi/linux/prctl.h).
-PR_SET_PDEATHSIG = 1
-PR_SET_KEEPCAPS = 8
-PR_CAPBSET_READ = 23
-PR_CAPBSET_DROP = 24
-PR_SET_NO_NEW_PRIVS = 38
-PR_GET_NO_NEW_PRIVS = 39
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_RAISE = 2
-PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 #: _LINUX_CAPABILITY_VERSION_3: two 32-bit data words per set.
 CAPABILITY_VERSION_3 = 0x20080522
@@ -110,12 +100,6 @@ def sethostname(name: str) -> None:
     """sethostname(2) in the caller's UTS namespace."""
     raw = name.encode()
     _check(libc.sethostname(raw, ctypes.c_size_t(len(raw))))
-
-
-def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    """prctl(2) with integer arguments; returns the call's result."""
-    args = (ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
-    return _check(libc.prctl(ctypes.c_int(option), *args))
 
 
 def setns(fd: int, nstype: int) -> None:

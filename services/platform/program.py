@@ -18,10 +18,12 @@ import stat
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from common import processctl
+from common.processctl import prctl
 from services.platform import linux
 from services.platform.execplan import ExecPlan, resolve_binary, resolve_home
 from services.platform.filters import SECCOMP_FILTER_FLAG_NEW_LISTENER, load_filter
-from services.platform.linux import CAPABILITIES, prctl
+from services.platform.linux import CAPABILITIES
 from services.platform.mounts import doing
 from services.platform.stub_io import send_message
 
@@ -121,12 +123,12 @@ def become_and_exec(chan: Channel, who: Identity, program: str | int, argv: list
     _set_user(who.uid, who.gid, who.additional_gids)
     with doing("setting capabilities"):
         linux.capset(caps.effective, caps.permitted, caps.inheritable)
-        prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+        prctl(processctl.PR_CAP_AMBIENT, processctl.PR_CAP_AMBIENT_CLEAR_ALL)
         for cap in caps.ambient:
-            prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
+            prctl(processctl.PR_CAP_AMBIENT, processctl.PR_CAP_AMBIENT_RAISE, cap)
     if who.no_new_privileges:
         with doing("setting no_new_privs"):
-            prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+            prctl(processctl.PR_SET_NO_NEW_PRIVS, 1)
     for signo in _RESTORED_SIGNALS:
         signal.signal(signo, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
@@ -146,7 +148,7 @@ def become_root_in_user_namespace() -> None:
     with doing("becoming root in the user namespace"):
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-        prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
+        prctl(processctl.PR_SET_PDEATHSIG, signal.SIGKILL)  # credential changes clear it
 
 
 def enter_working_directory(run: ExecPlan) -> list[str]:
@@ -219,8 +221,8 @@ def _drop_bounding(keep: int) -> None:
         if keep >> cap & 1:
             continue
         try:
-            if prctl(linux.PR_CAPBSET_READ, cap) == 1:
-                prctl(linux.PR_CAPBSET_DROP, cap)
+            if prctl(processctl.PR_CAPBSET_READ, cap) == 1:
+                prctl(processctl.PR_CAPBSET_DROP, cap)
         except OSError as e:
             if e.errno != errno.EINVAL:  # a capability this kernel does not have
                 raise
@@ -229,7 +231,7 @@ def _drop_bounding(keep: int) -> None:
 def _set_user(uid: int, gid: int, additional_gids: list[int]) -> None:
     """setgroups, setgid, setuid, keeping the permitted capabilities across the uid change."""
     with doing("keeping capabilities across setuid"):
-        prctl(linux.PR_SET_KEEPCAPS, 1)
+        prctl(processctl.PR_SET_KEEPCAPS, 1)
     with doing(f"setting supplementary groups {additional_gids}"):
         if _setgroups_allowed():
             os.setgroups(additional_gids)
@@ -240,8 +242,8 @@ def _set_user(uid: int, gid: int, additional_gids: list[int]) -> None:
     with doing(f"setting uid {uid}"):
         os.setresuid(uid, uid, uid)
     with doing("restoring the parent-death signal"):
-        prctl(linux.PR_SET_KEEPCAPS, 0)
-        prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # a credential change cleared it
+        prctl(processctl.PR_SET_KEEPCAPS, 0)
+        prctl(processctl.PR_SET_PDEATHSIG, signal.SIGKILL)  # a credential change cleared it
 
 
 def _setgroups_allowed() -> bool:

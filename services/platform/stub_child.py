@@ -29,12 +29,14 @@ import socket
 from dataclasses import dataclass
 from typing import NoReturn
 
+from common import processctl
 from common.messages.spec import ContainerSpec
+from common.processctl import prctl
 from services.platform import hooks, linux, mounts
 from services.platform.cgroup_files import join_self
 from services.platform.clone import CLONE_NEWCGROUP, CLONE_NEWUSER, CLONE_NEWUTS
 from services.platform.execplan import ExecPlan
-from services.platform.linux import MS_RDONLY, prctl
+from services.platform.linux import MS_RDONLY
 from services.platform.mounts import SetupError, doing
 from services.platform.program import (
     EXEC_FAILED_STATUS,
@@ -95,7 +97,7 @@ def child_main(sock: socket.socket, parent_end: socket.socket, plan: ChildPlan) 
     try:
         parent_end.close()
         reset_signal_handlers()
-        prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(processctl.PR_SET_PDEATHSIG, signal.SIGKILL)
         # In a pid namespace getppid() is 0, so the parent's death shows only as EOF here.
         expect_step(chan.sock, "go")
         with doing("joining the container's cgroup"):
