@@ -142,16 +142,25 @@ def wait_exact(proc: subprocess.Popen[str], timeout: float) -> int:
 
 
 def command(
-    argv: list[str], log: Path, *, cwd: Path | None = None, check: bool = True, timeout: float = 300
+    argv: list[str],
+    log: Path,
+    *,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv to its end, stdin from /dev/null, stdout to log and stderr to log + ".err"; the
-    result carries both. Raises BenchError when argv fails and check is set.
+    result carries both. env is added to ours. Raises BenchError when argv fails and check is set.
 
     Files, not pipes: a detached container inherits the command's stdio and would keep a pipe
     open after the command returned, so reading it would never end.
     """
     with log.open("w+") as out, log.with_name(log.name + ".err").open("w+") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, text=True)
+        full_env = {**os.environ, **env} if env else None
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, text=True, env=full_env
+        )
         code = wait_exact(proc, timeout)
         out.seek(0)
         err.seek(0)

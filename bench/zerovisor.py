@@ -36,9 +36,13 @@ class Zerovisor:
         """`controller --root root *args`, run by this interpreter (what a user's shell runs)."""
         return [sys.executable, "-m", "services.controller", "--root", str(self.root), *args]
 
-    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        """Run `controller *args` to its end, waited for exactly (harness.command)."""
-        return command(self.argv(*args), self.root.with_suffix(".log"), cwd=REPO, check=check, timeout=timeout)
+    def __call__(
+        self, *args: str, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `controller *args` to its end, waited for exactly (harness.command); env is added
+        to ours."""
+        log = self.root.with_suffix(".log")
+        return command(self.argv(*args), log, cwd=REPO, check=check, timeout=timeout, env=env)
 
     def up(self) -> None:
         self("up")

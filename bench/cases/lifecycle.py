@@ -1,7 +1,9 @@
 """Container lifecycle as a user sees it: the wall time of one `controller run` of `true` (create,
 start, wait, delete) and of one `controller exec` of `true` into a running container, each
 beside runc doing the same to the same bundle, and beside the floor of any Python CLI built on
-click (the interpreter's start and click's import, measured the same way).
+click (the interpreter's start and click's import, measured the same way). zerovisor's command
+server runs the commands (warmed up with the rest); "zerovisor in-process" is the same command
+run without it, in its own interpreter, as with a terminal on stdio or ZEROVISOR_CLI_SERVER=0.
 
 What is timed is the whole CLI command, process start-up included, because that is what a
 script driving zerovisor waits for. The services are already up: a user's first command pays
@@ -22,6 +24,10 @@ from bench.zerovisor import REPO, Zerovisor
 RUN = "controller run of true"
 EXEC = "controller exec of true"
 TARGET = "<= 2x runc now, <= 1x later"
+#: zerovisor with every command in its own process: no command server (cmdserver/), as before it.
+IN_PROCESS = "zerovisor in-process"
+#: The environment that makes a command run in its own process.
+NO_SERVER = {"ZEROVISOR_CLI_SERVER": "0"}
 #: The start of any Python command line on click here: the interpreter and `import click`, which
 #: every `controller` command pays before it does anything of its own.
 FLOOR = "python+click"
@@ -43,6 +49,7 @@ def measure(bench: Bench) -> list[Result]:
         runs: dict[str, Callable[[], float]] = {
             FLOOR: lambda: _floor(bench),
             "zerovisor": lambda: timed(lambda: zv("run", "-b", str(true_bundle), fresh_id("run"))),
+            IN_PROCESS: lambda: timed(lambda: zv("run", "-b", str(true_bundle), fresh_id("run"), env=NO_SERVER)),
         }
         if rc is not None:
             runs["runc"] = lambda: timed(lambda: rc("run", "--bundle", str(true_bundle), fresh_id("run")))
@@ -51,6 +58,7 @@ def measure(bench: Bench) -> list[Result]:
             execs: dict[str, Callable[[], float]] = {
                 FLOOR: lambda: _floor(bench),
                 "zerovisor": lambda: timed(lambda: zv("exec", zv_cid, "true")),
+                IN_PROCESS: lambda: timed(lambda: zv("exec", zv_cid, "true", env=NO_SERVER)),
             }
             if rc is not None:
                 execs["runc"] = lambda: timed(lambda: rc("exec", runc_cid, "true"))

@@ -3,6 +3,7 @@
 Layout:
     __main__.py     the `controller` console script (`python -m services.controller`)
     cli.py          the click group: global flags, lazy loading of commands, the error -> exit code edge
+    cmdserver/      the command server: a warm process whose forked workers run commands for small clients
     commands/       one module per command (`up`, `run`, `exec`, `wait`, ...): the CLI halves
     services.py     ServiceManager: finds, starts, probes and stops the four services of a run directory
     console.py      what the CLI does with a terminal's pty master
@@ -15,5 +16,5 @@ Layout:
 The CLI half of a command never imports the daemon side. Every command talks to the controller
 on its fd channel, and waiting (`run`, `wait`, `exec`) is an answer that comes late on that
 channel, so only `events` imports zmq (to subscribe). A command pays only for the imports it
-uses: each one is a new interpreter.
+uses when it runs in a new interpreter (with a terminal, or no command server to take it).
 """

@@ -190,6 +190,22 @@ def wait_for_exit(obj: CliContext, cid: str) -> int:
     return state.exit_status if state.exit_status is not None else 0
 
 
+#: The pid of the `controller` process the user started, when a command server's worker runs
+#: the command for it (set_representative); empty when this process is that one.
+_representative: list[int] = []
+
+
+def set_representative(pid: int) -> None:
+    """This process runs the command of the `controller` process pid (a command server's
+    worker): pid files name that one, which stands for the command and forwards its signals."""
+    _representative[:] = [pid]
+
+
+def representative_pid() -> int:
+    """The pid that stands for this command: the `controller` process the user started."""
+    return _representative[0] if _representative else os.getpid()
+
+
 def request_token() -> str:
     """A fresh token for a request that may be sent again (Create, Exec): 128 random bits."""
     return os.urandom(16).hex()

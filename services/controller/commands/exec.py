@@ -22,6 +22,7 @@ from services.controller.commands.base import (
     CliContext,
     controller_call,
     controller_call_with_fds,
+    representative_pid,
     request_token,
     write_pid_file,
 )
@@ -241,7 +242,7 @@ def _run(
             write_pid_file(os.path.abspath(internal_pid_file), result.pid)
         # After the internal one: once --pid-file is there, both are (runsc's order).
         if pid_file:
-            write_pid_file(os.path.abspath(pid_file), os.getpid())
+            write_pid_file(os.path.abspath(pid_file), representative_pid())
         cid, pid, foreground = request.id, result.pid, master is not None
         if master is not None:
             relay = _take_terminal(master, console_socket)
