@@ -3,6 +3,8 @@ process and signalling it, all through the sentry.
 
 As the Containers domain does, each call first brings the registry's record up to date with the
 sentry and checks the OCI status rules, so that a refusal names the container's real state.
+Exec, the one on a command's critical path, trusts a record that says running and lets the
+sentry's own check stand: only a refusal brings the record up to date, to name the real state.
 WaitPid answers late (a Deferred from the waiters table), when the sentry publishes the process's
 exit, so that `controller exec` waits on the fd channel alone.
 """
@@ -15,6 +17,7 @@ from collections.abc import Callable
 
 from common import wire
 from common.client import ServiceChannel
+from common.errors import ErrCode, ZerovisorError, has_code
 from common.messages.proc import (
     ExecRequest,
     ExecResult,
@@ -63,11 +66,19 @@ class Proc:
     def exec(self, args: ExecRequest) -> ExecResult:
         """Start a process in a running container (runc exec); with a terminal, the result
         carries its pty master."""
-        rec = require(self._reg, self._sentry, args.id, "exec in", "running")
+        rec = self._reg.get(args.id)
+        if rec.status != "running":
+            rec = require(self._reg, self._sentry, args.id, "exec in", "running")
         spec = wire.from_wire(ContainerSpec, rec.config)
         resolved = exec_args(args, spec.process)
         result: ExecResult
-        result, fds = self._sentry.call_with_fds("Proc.Exec", resolved, ExecResult, fds=args.fds)
+        try:
+            result, fds = self._sentry.call_with_fds("Proc.Exec", resolved, ExecResult, fds=args.fds)
+        except ZerovisorError as e:
+            if has_code(e, ErrCode.CONFLICT) or has_code(e, ErrCode.NOT_FOUND):
+                # The record was behind the sentry (an exit not heard of yet): say what it is.
+                require(self._reg, self._sentry, args.id, "exec in", "running")
+            raise
         return dataclasses.replace(result, fds=fds)
 
     def release_console(self, args: ProcessArgs) -> None:

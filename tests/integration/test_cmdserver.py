@@ -44,14 +44,40 @@ def _servers(instance: str) -> list[int]:
             continue
         if b"services.controller.cmdserver" in cmdline and f"{SWITCH}={instance}".encode() in environ:
             found.append(int(entry))
-    return found
+    # Spares and workers are forks of their server: same command line, same environment.
+    return [pid for pid in found if _parent(pid) not in found]
 
 
-def _children(pid: int) -> list[int]:
+def _parent(pid: int) -> int:
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def _workers(server: int) -> list[int]:
+    """The server's children that run a command: not the spare, which holds no stdio."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{server}/task/{server}/children").read_text().split()]
     except OSError:
         return []
+    return [c for c in children if os.path.lexists(f"/proc/{c}/fd/1")]
+
+
+def _spares(server: int) -> list[int]:
+    """The server's spare worker, once it waits: it holds one fd, its socket."""
+    try:
+        children = [int(c) for c in Path(f"/proc/{server}/task/{server}/children").read_text().split()]
+    except OSError:
+        return []
+    spares = []
+    for child in children:
+        try:
+            if len(os.listdir(f"/proc/{child}/fd")) == 1:
+                spares.append(child)
+        except OSError:
+            pass  # gone
+    return spares
 
 
 def _until(what: str, check: object) -> object:
@@ -99,6 +125,7 @@ def test_a_worker_takes_on_its_client_and_exits_as_it_does(
     # No --root: the worker must take the client's environment to find the container.
     monkeypatch.setenv("ZEROVISOR_ROOT", str(zv.root))
     pid_file = tmp_path / "exec.pid"
+    [spare] = _until("a spare", lambda: _spares(server))  # type: ignore[misc]
     argv = [sys.executable, "-m", "services.controller", "exec", "--pid-file", str(pid_file), "c"]
     with open(tmp_path / "out", "wb") as out:
         client = subprocess.Popen(
@@ -108,7 +135,9 @@ def test_a_worker_takes_on_its_client_and_exits_as_it_does(
             cwd=tmp_path,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
-    worker = _until("a worker", lambda: _children(server))[0]  # type: ignore[index]
+    worker = _until("a worker", lambda: _workers(server))[0]  # type: ignore[index]
+    assert worker == spare, "the spare forked ahead runs the command"
+    _until("the next spare", lambda: [p for p in _spares(server) if p != spare])
     assert os.readlink(f"/proc/{worker}/cwd") == str(tmp_path)
     assert os.readlink(f"/proc/{worker}/fd/1") == str(tmp_path / "out")
     assert client.wait(timeout=WAIT) == 7
@@ -122,7 +151,7 @@ def test_a_worker_takes_on_its_client_and_exits_as_it_does(
 def test_signals_reach_the_command(zv: Zerovisor, tmp_path: Path, server: int) -> None:
     zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "c")
     client = _spawn(zv, tmp_path, "exec", "c", "sh", "-c", "trap 'echo term; exit 5' TERM; while :; do sleep 0.1; done")
-    _until("a worker", lambda: _children(server))
+    _until("a worker", lambda: _workers(server))
     time.sleep(1.0)  # the exec'd shell sets its trap
     client.send_signal(signal.SIGTERM)
     # exec forwards SIGTERM to the process, whose trap ends it with 5.
@@ -134,7 +163,7 @@ def test_signals_reach_the_command(zv: Zerovisor, tmp_path: Path, server: int) -
 def test_a_client_killed_outright_takes_its_worker(zv: Zerovisor, tmp_path: Path, server: int) -> None:
     zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "c")
     client = _spawn(zv, tmp_path, "exec", "c", "sleep", "1000")
-    worker = _until("a worker", lambda: _children(server))[0]  # type: ignore[index]
+    worker = _until("a worker", lambda: _workers(server))[0]  # type: ignore[index]
     client.kill()
     client.wait(timeout=WAIT)
     _until("the worker gone", lambda: _gone(worker))
@@ -145,7 +174,7 @@ def test_a_client_killed_outright_takes_its_worker(zv: Zerovisor, tmp_path: Path
 def test_a_server_killed_outright_ends_its_commands_with_an_error(zv: Zerovisor, tmp_path: Path, server: int) -> None:
     zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "c")
     client = _spawn(zv, tmp_path, "exec", "c", "sleep", "1000")
-    worker = _until("a worker", lambda: _children(server))[0]  # type: ignore[index]
+    worker = _until("a worker", lambda: _workers(server))[0]  # type: ignore[index]
     os.kill(server, signal.SIGKILL)
     assert client.wait(timeout=WAIT) == LOST_STATUS == EXIT_REMOTE
     assert "command server went away" in (tmp_path / "out").read_text()
@@ -189,5 +218,5 @@ def _assert_no_worker_while(client: subprocess.Popen[bytes], server: int) -> Non
     """No worker for the 1.5 s the command's `sleep 1` runs in its own process."""
     deadline = time.monotonic() + 1.5
     while client.poll() is None and time.monotonic() < deadline:
-        assert not _children(server), "the command went to a worker"
+        assert not _workers(server), "the command went to a worker"
         time.sleep(0.05)

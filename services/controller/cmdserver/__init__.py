@@ -18,7 +18,8 @@ Layout:
     protocol.py     the request and the events on the connection; the server's socket name
     client.py       the `controller` side: eligibility, the request, signals, the exit
     admission.py    whether a caller may be served
-    server.py       CommandServer: accepts, admits, forks workers, relays signals and statuses
+    server.py       CommandServer: accepts, admits, starts workers, relays signals and statuses
+    spare.py        a worker forked ahead of its command, so that a command does not wait for the fork
     worker.py       the forked worker: takes on the caller's process state and runs the command
     __main__.py     `python -m services.controller.cmdserver KEY`, started by the first client
 

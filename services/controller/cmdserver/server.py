@@ -31,17 +31,21 @@ from services.controller.cmdserver.protocol import (
     REFUSED,
     SIGNAL,
     STALE,
+    Request,
     decode_event,
     decode_request,
     encode_event,
     request_length,
 )
+from services.controller.cmdserver.spare import Spare
 from services.controller.cmdserver.worker import run_worker
 
 #: Seconds without a command after which the server exits (the next command starts another).
 IDLE_EXIT = 60.0
 #: Seconds a client has to send its whole request before it is dropped.
 REQUEST_TIMEOUT = 5.0
+#: Spares that may die unused in a row before the server stops forking them ahead.
+SPARE_DEATHS = 3
 #: Longest wait of the loop, so that idleness and slow requests are noticed.
 TICK = 1.0
 _ANCILLARY = socket.CMSG_SPACE((MAX_FDS + 1) * array.array("i").itemsize)
@@ -63,6 +67,11 @@ class Session:
         self.worker: int | None = None
         #: A pidfd of the worker (the server's), readable when it exits.
         self.pidfd: int | None = None
+        #: The read end of the pipe the worker writes its exit status to (the server's) before
+        #: its exit, whose teardown (~1.5 ms of a forked interpreter) the client need not wait for.
+        self.status_pipe: int | None = None
+        #: Whether the client has its answer already.
+        self.answered = False
 
 
 class CommandServer:
@@ -77,22 +86,35 @@ class CommandServer:
         self.watched = watched
         self.poller = select.poll()
         self.poller.register(listener, select.POLLIN)
-        #: Sessions by connection fd, and by worker pidfd.
+        #: Sessions by connection fd, by worker pidfd and by status pipe.
         self.by_conn: dict[int, Session] = {}
         self.by_pidfd: dict[int, Session] = {}
+        self.by_status: dict[int, Session] = {}
         self.idle_since = time.monotonic()
+        #: The worker forked ahead of the next command, if any.
+        self.spare: Spare | None = None
+        #: Spares that died unused in a row: past SPARE_DEATHS, commands fork their own.
+        self.spare_deaths = 0
 
     def serve(self) -> None:
         """Until idle for IDLE_EXIT, or stale and every worker done."""
         while self.listener is not None or self.by_conn:
+            if self.spare is None and self.listener is not None and self.spare_deaths < SPARE_DEATHS:
+                self.spare = Spare.fork(self._detach_all)
+                if self.spare is not None:
+                    self.poller.register(self.spare.pidfd, select.POLLIN)
             now = time.monotonic()
             if not self.by_conn and now - self.idle_since > IDLE_EXIT:
                 break
             for fd, _ in self.poller.poll(TICK * 1000):
                 if self.listener is not None and fd == self.listener.fileno():
                     self._accept()
+                elif self.spare is not None and fd == self.spare.pidfd:
+                    self._spare_died()
                 elif fd in self.by_pidfd:
                     self._worker_ended(self.by_pidfd[fd])
+                elif fd in self.by_status:
+                    self._status_reported(self.by_status[fd])
                 elif fd in self.by_conn:
                     self._readable(self.by_conn[fd])
             for session in [s for s in self.by_conn.values() if s.worker is None]:
@@ -142,6 +164,9 @@ class CommandServer:
 
     def _start(self, session: Session) -> None:
         """A whole request: refuse it, or fork its worker."""
+        # A forwarded signal may follow the request in the same read: it is for the worker.
+        length = request_length(bytes(session.data[:4]))
+        session.data, early = session.data[:length], bytes(session.data[length:])
         try:
             request = decode_request(bytes(session.data))
         except ValueError:
@@ -154,21 +179,54 @@ class CommandServer:
             self._refuse(session, STALE)
             self._retire()  # a new server for the new code can take the name now
             return
-        if request.key != self.key or not admitted(session.conn, self.own):
-            self._refuse(session, NOT_ADMITTED)
-            return
-        client, _, _ = peer_credentials(session.conn)
-        *files, cwd = session.files
-        pid = os.fork()
-        if pid == 0:
-            self._detach_all()
-            run_worker(request, files, cwd, os.getppid(), client)
+        try:
+            client, _, _ = peer_credentials(session.conn)
+            allowed = request.key == self.key and admitted(session.conn, self.own)
+        except OSError:
+            allowed = False
+        if not allowed or not self._fork_worker(session, request, client):
+            self._refuse(session, NOT_ADMITTED)  # nothing ran: the client runs its command itself
+        elif early and session.pidfd is not None:  # a worker runs, watched and not reaped
+            self._forward(session, early)
+
+    def _fork_worker(self, session: Session, request: Request, client: int) -> bool:
+        """Start the worker of an admitted request, the spare if there is one; False if none
+        could be started (nothing ran)."""
+        try:
+            status_pipe, status_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return False
+        pid, pidfd = self._use_spare(session, status_end, client)
+        if pid is None:
+            try:
+                pid = os.fork()
+            except OSError:
+                _close_all([status_pipe, status_end])
+                return False
+            if pid == 0:
+                *files, cwd = session.files
+                self._detach_all()
+                run_worker(request, files, cwd, status_end, os.getppid(), client)
+        os.close(status_end)
         _close_all(session.files)
         session.files = []
         session.worker = pid
-        session.pidfd = os.pidfd_open(pid)
-        self.by_pidfd[session.pidfd] = session
-        self.poller.register(session.pidfd, select.POLLIN)
+        session.status_pipe = status_pipe
+        self.by_status[status_pipe] = session
+        self.poller.register(status_pipe, select.POLLIN)
+        if pidfd is None:
+            try:
+                pidfd = os.pidfd_open(pid)
+            except OSError:
+                # Out of fds: the command cannot be watched, so it is ended (its client says so).
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                self._end(session)
+                return True
+        session.pidfd = pidfd
+        self.by_pidfd[pidfd] = session
+        self.poller.register(pidfd, select.POLLIN)
+        return True
 
     def _read_events(self, session: Session) -> None:
         """The client's forwarded signals; its hangup kills the worker."""
@@ -183,22 +241,75 @@ class CommandServer:
             os.kill(session.worker, signal.SIGKILL)  # not reaped yet: still our child
             self.poller.unregister(session.conn)
             return
+        self._forward(session, data)
+
+    def _forward(self, session: Session, data: bytes) -> None:
+        """The signals of the client's events in data, to its worker (not reaped yet)."""
+        assert session.worker is not None
         # Events are 5 bytes and sent whole: a torn one is a client that is not ours.
         for at in range(0, len(data) - len(data) % EVENT_SIZE, EVENT_SIZE):
             kind, value = decode_event(data[at : at + EVENT_SIZE])
             if kind == SIGNAL and 0 < value < signal.NSIG:
                 os.kill(session.worker, value)
 
+    def _use_spare(self, session: Session, status_end: int, client: int) -> tuple[int | None, int | None]:
+        """Hand the session's command to the spare: (its pid, its pidfd, now the session's),
+        or (None, None) without a spare that took it."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None, None
+        self.poller.unregister(spare.pidfd)
+        if not spare.hand_over(bytes(session.data), [*session.files, status_end], client):
+            spare.kill()
+            return None, None
+        self.spare_deaths = 0
+        return spare.pid, spare.pidfd
+
+    def _spare_died(self) -> None:
+        """The spare exited before any command (a bug, or a kill from outside): reap it."""
+        assert self.spare is not None
+        pidfd = self.spare.pidfd
+        if self.spare.reaped():
+            self.poller.unregister(pidfd)
+            self.spare = None
+            self.spare_deaths += 1
+
+    def _status_reported(self, session: Session) -> None:
+        """The worker's status, written just before its exit: the client's answer."""
+        assert session.status_pipe is not None
+        try:
+            data = os.read(session.status_pipe, 4)
+        except BlockingIOError:
+            return  # not yet (the poll's event was for an fd closed and opened again since)
+        self._close_status_pipe(session)
+        if len(data) == 4:
+            self._answer(session, encode_event(EXITED, int.from_bytes(data, "big", signed=True)))
+
     def _worker_ended(self, session: Session) -> None:
         assert session.worker is not None
-        _, status = os.waitpid(session.worker, 0)
+        pid, status = os.waitpid(session.worker, os.WNOHANG)
+        if pid == 0:
+            return  # not yet (as for _status_reported)
         if os.WIFSIGNALED(status):
-            event = encode_event(KILLED, os.WTERMSIG(status))
+            self._answer(session, encode_event(KILLED, os.WTERMSIG(status)))
         else:
-            event = encode_event(EXITED, os.waitstatus_to_exitcode(status))
+            self._answer(session, encode_event(EXITED, os.waitstatus_to_exitcode(status)))
+        self._end(session)
+
+    def _answer(self, session: Session, event: bytes) -> None:
+        """Send the client its one answer (a second, from the reaping, is dropped)."""
+        if session.answered:
+            return
+        session.answered = True
         with contextlib.suppress(OSError):  # the client went first
             session.conn.send(event)
-        self._end(session)
+
+    def _close_status_pipe(self, session: Session) -> None:
+        if session.status_pipe is not None:
+            self.by_status.pop(session.status_pipe, None)
+            self.poller.unregister(session.status_pipe)
+            os.close(session.status_pipe)
+            session.status_pipe = None
 
     def _refuse(self, session: Session, reason: int) -> None:
         with contextlib.suppress(OSError):
@@ -212,6 +323,7 @@ class CommandServer:
             with contextlib.suppress(KeyError):  # unregistered at the client's hangup
                 self.poller.unregister(fd)
         session.conn.close()
+        self._close_status_pipe(session)
         if session.pidfd is not None:
             self.by_pidfd.pop(session.pidfd, None)
             self.poller.unregister(session.pidfd)
@@ -227,6 +339,10 @@ class CommandServer:
             self.poller.unregister(self.listener)
             self.listener.close()
             self.listener = None
+        if self.spare is not None:
+            self.poller.unregister(self.spare.pidfd)
+            self.spare.kill()
+            self.spare = None
 
     def _detach_all(self) -> None:
         """In a new worker: let go of the server's socket objects without closing their fds
@@ -234,6 +350,8 @@ class CommandServer:
         would close one of the client's files)."""
         if self.listener is not None:
             self.listener.detach()
+        if self.spare is not None:
+            self.spare.sock.detach()
         for session in self.by_conn.values():
             session.conn.detach()
 

@@ -23,13 +23,14 @@ from services.controller.cmdserver.protocol import Request
 from services.controller.commands.base import set_representative
 
 
-def run_worker(request: Request, files: list[int], cwd: int, server: int, client: int) -> NoReturn:
+def run_worker(request: Request, files: list[int], cwd: int, status_pipe: int, server: int, client: int) -> NoReturn:
     """Run request's command in this freshly forked process and exit with its status.
 
-    files are the client's fds, in request.fds's order; cwd its working directory. The fork
-    owns them and every other fd it inherited, and closes all of those but the client's files;
-    the caller must have detached any Python object wrapping one. server is the parent's pid,
-    client the pid of the `controller` process the command stands for.
+    files are the client's fds, in request.fds's order; cwd its working directory; status_pipe
+    where the exit status goes before the exit. The fork owns them and every other fd it
+    inherited, and closes all of those but the client's files and status_pipe; the caller must
+    have detached any Python object wrapping one. server is the parent's pid, client the pid of
+    the `controller` process the command stands for.
     """
     status = 1
     try:
@@ -37,7 +38,7 @@ def run_worker(request: Request, files: list[int], cwd: int, server: int, client
         if os.getppid() != server:
             os._exit(status)  # the server died before the death signal was set
         os.fchdir(cwd)
-        place_fds(files, request.fds)
+        [status_pipe] = place_fds(files, request.fds, [status_pipe])
         os.umask(request.umask)
         _take_signals(request)
         os.environ.clear()
@@ -51,6 +52,9 @@ def run_worker(request: Request, files: list[int], cwd: int, server: int, client
         traceback.print_exc()
     finally:
         _flush()
+        # Everything the command does is done: the server answers the client now.
+        with contextlib.suppress(OSError):
+            os.write(status_pipe, status.to_bytes(4, "big", signed=True))
         os._exit(status)
 
 
