@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench.harness import BenchError, command
+from services.controller.cmdserver.protocol import install_key
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,6 +70,29 @@ def pin(pid: int, cpus: set[int]) -> None:
             os.sched_setaffinity(tid, cpus)
         except ProcessLookupError:
             continue
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional resident memory of pid in MB: pages shared with other processes (a fork's
+    copy-on-write ones) count a share each."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def command_server_pids() -> list[int]:
+    """This installation's command server and its spare worker (same command line), if up."""
+    want = f"services.controller.cmdserver\0{install_key().encode().hex()}\0".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if want in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
 
 
 def rss_mb(pid: int) -> float:

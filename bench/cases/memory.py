@@ -3,6 +3,8 @@ what zerovisor costs a host before it runs anything, and how that grows per cont
 
 The fork server is reported apart: it is the platform's child, not one of the four services,
 and each container's init is a process of its own, forked from it, that is not counted here.
+So is the CLI's command server with its spare worker (the commands of the run started it),
+as PSS: the spare is a fork whose pages are mostly the server's.
 Every measured run starts the services afresh, because "idle" means just after `up` (a
 service's heap does not shrink back after its containers are deleted); memory needs no warm-up.
 """
@@ -13,7 +15,7 @@ import statistics
 
 from bench.cases._containers import SLEEPER, case_bundle, fresh_id, zerovisor, zv_delete, zv_running, zv_start_detached
 from bench.harness import Bench, BenchError, Result
-from bench.zerovisor import Zerovisor, rss_mb
+from bench.zerovisor import Zerovisor, command_server_pids, pss_mb, rss_mb
 
 CASE = "resident memory"
 SERVICES = ("controller", "sentry", "gofer", "platform")
@@ -25,6 +27,7 @@ def measure(bench: Bench) -> list[Result]:
     sleeper = case_bundle(bench, "memory", "sleeper", SLEEPER)
     idle: list[dict[str, float]] = []
     loaded: list[dict[str, float]] = []
+    cli_server: list[float] = []
     for run in range(1 if bench.quick else bench.runs):
         with zerovisor(bench, f"memory-{run}") as zv:
             idle.append(_sample(zv))
@@ -35,6 +38,7 @@ def measure(bench: Bench) -> list[Result]:
             if missing := set(ids) - zv_running(zv):
                 raise BenchError(f"containers not running after `run -d`: {sorted(missing)}")
             loaded.append(_sample(zv))
+            cli_server.append(sum(pss_mb(pid) for pid in command_server_pids()))
             zv_delete(zv, ids)
     idle_name, loaded_name = "4 services, idle", f"4 services, {n} containers"
     return [
@@ -42,6 +46,7 @@ def measure(bench: Bench) -> list[Result]:
         Result(CASE, "fork server, idle", "MB", [s["forkserver"] for s in idle]),
         Result(CASE, loaded_name, "MB", _totals(loaded), (idle_name,), note=_breakdown(loaded)),
         Result(CASE, f"fork server, {n} containers", "MB", [s["forkserver"] for s in loaded], ("fork server, idle",)),
+        Result(CASE, "command server + spare (PSS)", "MB", cli_server),
     ]
 
 

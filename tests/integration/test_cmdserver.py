@@ -148,9 +148,18 @@ def test_a_worker_takes_on_its_client_and_exits_as_it_does(
     zv("delete", "--force", "c")
 
 
-def test_signals_reach_the_command(zv: Zerovisor, tmp_path: Path, server: int) -> None:
+@pytest.mark.parametrize("ignored", [False, True], ids=["caught", "ignored-at-start"])
+def test_signals_reach_the_command(zv: Zerovisor, tmp_path: Path, server: int, ignored: bool) -> None:
     zv("run", "-d", "-b", str(sh(tmp_path, "sleep 1000")), "c")
-    client = _spawn(zv, tmp_path, "exec", "c", "sh", "-c", "trap 'echo term; exit 5' TERM; while :; do sleep 0.1; done")
+
+    def ignore_term() -> None:
+        # As a shell starts a background job without job control (SIGINT and SIGQUIT), or
+        # nohup (SIGHUP): exec catches the signals it forwards whatever it inherited.
+        if ignored:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    script = "trap 'echo term; exit 5' TERM; while :; do sleep 0.1; done"
+    client = _spawn(zv, tmp_path, "exec", "c", "sh", "-c", script, preexec_fn=ignore_term)
     _until("a worker", lambda: _workers(server))
     time.sleep(1.0)  # the exec'd shell sets its trap
     client.send_signal(signal.SIGTERM)

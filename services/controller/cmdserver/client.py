@@ -143,7 +143,9 @@ def _stand_for_worker(sock: _socket.socket, key: str) -> int | None:
         except OSError:
             pass  # the server is gone: the EOF below says so
 
-    previous = {signo: _signal.signal(signo, forward) for signo in FORWARDED if not _ignored(signo)}
+    # Ignored ones too: the worker starts with our dispositions, and a command that catches a
+    # signal (exec and run catch these) catches it whatever it inherited, as it would here.
+    previous = {signo: _signal.signal(signo, forward) for signo in FORWARDED}
     try:
         event = _read_event(sock)
     finally:
