@@ -101,9 +101,12 @@ def _send_request(sock: _socket.socket, key: str, argv: list[str]) -> bool:
             return False
         files = struct.pack(f"{len(fds) + 1}i", *fds, cwd)
         sent = sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, files)])
-        sock.sendall(data[sent:])
+        # Only a remainder: a send of nothing can fail on a connection the server has already
+        # answered and closed, and the command would then run a second time, here.
+        if sent < len(data):
+            sock.sendall(data[sent:])
     except OSError:
-        return False  # the server reads the whole request before it runs anything
+        return False  # the server runs nothing before it has the whole request
     finally:
         os.close(cwd)
     return True
