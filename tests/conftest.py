@@ -34,6 +34,16 @@ def service_argv(service: str, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", *module, "--run-dir", str(run_dir)]
 
 
+def each_process(name: str) -> Iterator[tuple[int, bytes]]:
+    """(pid, /proc/PID/name's bytes) of every process, skipping those gone while listed."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                yield int(entry), Path(f"/proc/{entry}/{name}").read_bytes()
+            except OSError:
+                continue
+
+
 def open_fds(pid: int | str = "self") -> set[int]:
     """The fd numbers a process has open right now."""
     return {int(n) for n in os.listdir(f"/proc/{pid}/fd")}

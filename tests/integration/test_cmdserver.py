@@ -22,7 +22,7 @@ from common.processctl import PR_SET_NO_NEW_PRIVS, prctl
 from services.controller.cli import EXIT_REMOTE
 from services.controller.cmdserver.client import LOST_STATUS
 from services.controller.cmdserver.protocol import SWITCH
-from tests.conftest import REPO
+from tests.conftest import REPO, each_process
 from tests.integration.zerovisor import Zerovisor, sh
 
 pytestmark = pytest.mark.integration
@@ -34,16 +34,15 @@ WAIT = 20.0
 def _servers(instance: str) -> list[int]:
     """Pids of the command servers named instance."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for pid, cmdline in each_process("cmdline"):
+        if b"services.controller.cmdserver" not in cmdline:
             continue
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"services.controller.cmdserver" in cmdline and f"{SWITCH}={instance}".encode() in environ:
-            found.append(int(entry))
+        if f"{SWITCH}={instance}".encode() in environ:
+            found.append(pid)
     # Spares and workers are forks of their server: same command line, same environment.
     return [pid for pid in found if _parent(pid) not in found]
 

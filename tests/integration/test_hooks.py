@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import each_process
 from tests.integration.zerovisor import Zerovisor, assert_no_such_container, cgroup_dirs, sh
 
 pytestmark = pytest.mark.integration
@@ -59,15 +59,9 @@ def container_pids(zv: Zerovisor, cid: str) -> list[int]:
     """Host pids of every process in one of the container's cgroups."""
     needle = f"/zerovisor/{zv.instance}/{cid}"
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            text = Path(f"/proc/{entry}/cgroup").read_text()
-        except OSError:
-            continue
-        if any(line.split(":", 2)[2] == needle or needle + "/" in line for line in text.splitlines()):
-            found.append(int(entry))
+    for pid, raw in each_process("cgroup"):
+        if any(line.split(":", 2)[2] == needle or needle + "/" in line for line in raw.decode().splitlines()):
+            found.append(pid)
     return found
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from services.controller.registry import Registry
 
 
 @pytest.fixture
@@ -13,3 +16,11 @@ def bundle(tmp_path: Path) -> Path:
     path = tmp_path / "bundle"
     (path / "rootfs").mkdir(parents=True)
     return path
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    """A registry of its own under tmp_path, closed at teardown."""
+    reg = Registry.open(str(tmp_path / "root"))
+    yield reg
+    reg.close()

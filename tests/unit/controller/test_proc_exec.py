@@ -4,71 +4,26 @@ state, as the record brought up to date says it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, cast
-
 import pytest
 
 from common import wire
-from common.client import ServiceChannel
-from common.errors import ConflictError, NotFound
-from common.messages.execs import ExecArgs
-from common.messages.lifecycle import ContainerArgs, ContainerStatus
+from common.errors import ConflictError
 from common.messages.proc import ExecRequest, ExecResult
 from common.messages.spec import ContainerSpec
-from services.controller.proc import Proc, process_exit
 from services.controller.registry import ContainerRecord, Registry
-from services.controller.waiters import Waiters
+from tests.unit.controller.proc_doubles import STARTED, FakeSentry, domain
 
 SPEC = wire.to_wire(ContainerSpec(oci_version="1.0.2", bundle="/b", rootfs="/b/rootfs"))
 
 
-class FakeSentry:
-    """The sentry as Proc.Exec sees it: its own status check, then the exec."""
-
-    def __init__(self, status: str | None) -> None:
-        #: What the sentry knows of the container: a status, or None if it has no such container.
-        self.status = status
-        self.calls: list[str] = []
-
-    def call(
-        self, method: str, args: Any = None, result_type: type[Any] | None = None, timeout: float | None = None
-    ) -> Any:
-        self.calls.append(method)
-        assert method == "Lifecycle.GetStatus" and isinstance(args, ContainerArgs)
-        if self.status is None:
-            raise NotFound(f"container {args.cid!r} does not exist")
-        return ContainerStatus(cid=args.cid, status=self.status, pid=42)
-
-    def call_with_fds(
-        self, method: str, args: Any, result_type: type[Any], fds: list[int] | None = None
-    ) -> tuple[Any, list[int]]:
-        self.calls.append(method)
-        assert method == "Proc.Exec" and isinstance(args, ExecArgs)
-        if self.status is None:
-            raise NotFound(f"container {args.container_id!r} does not exist")
-        if self.status != "running":
-            raise ConflictError(f"cannot exec in container {args.container_id!r} in state {self.status}")
-        return ExecResult(pid=7, host_pid=700), []
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = Registry.open(str(tmp_path / "root"))
-    yield reg
-    reg.close()
-
-
 def _exec(registry: Registry, sentry: FakeSentry, recorded: str) -> ExecResult:
     registry.add(ContainerRecord(id="box", bundle="/b", rootfs="/b/rootfs", status=recorded, pid=42, config=SPEC))
-    channel = cast(ServiceChannel, sentry)
-    return Proc(registry, channel, Waiters(process_exit(channel))).exec(ExecRequest(id="box", args=["true"]))
+    return domain(registry, sentry).exec(ExecRequest(id="box", args=["true"]))
 
 
 def test_a_running_container_is_exec_d_into_with_one_call(registry: Registry) -> None:
     sentry = FakeSentry("running")
-    assert _exec(registry, sentry, "running") == ExecResult(pid=7, host_pid=700)
+    assert _exec(registry, sentry, "running") == STARTED
     assert sentry.calls == ["Proc.Exec"]
 
 

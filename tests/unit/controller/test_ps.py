@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from common.client import ServiceChannel
 from common.errors import ConflictError, NotFound
-from common.messages.lifecycle import ContainerArgs, ContainerStatus
 from common.messages.proc import Process, PsArgs, PsResult
 from common.rpc import Registry as RpcRegistry
 from services.controller.commands import ps
 from services.controller.commands.base import CliContext
-from services.controller.proc import Proc, process_exit
 from services.controller.registry import ContainerRecord, Registry
-from services.controller.waiters import Waiters
+from tests.unit.controller.proc_doubles import INIT, FakeSentry, domain
 
-INIT = Process(uid=0, pid=1, ppid=0, threads=[1], c=0, tty="pts/0", stime="14:04", time="10ms", cmd="sh")
 CHILD = Process(
     uid=4294967294, pid=12, ppid=1, threads=[12, 13], c=99, tty="?", stime="Jan02", time="1h2m3.5s", cmd="sleep"
 )
@@ -89,39 +83,6 @@ def test_cli_refuses_an_unknown_format() -> None:
     result = CliRunner().invoke(ps.cli, ["--format", "yaml", "box"], obj=CliContext("/r", "/r", "text", False))
     assert result.exit_code == 2
     assert "yaml" in result.output
-
-
-class FakeSentry:
-    """The sentry's side of GetStatus and Ps, recording the calls."""
-
-    def __init__(self, status: str | None) -> None:
-        #: What GetStatus answers; None: the sentry does not know the container.
-        self.status = status
-        self.calls: list[str] = []
-
-    def call(
-        self, method: str, args: Any = None, result_type: type[Any] | None = None, timeout: float | None = None
-    ) -> Any:
-        self.calls.append(method)
-        if method == "Lifecycle.GetStatus":
-            assert isinstance(args, ContainerArgs)
-            if self.status is None:
-                raise NotFound(f"container {args.cid!r} does not exist")
-            return ContainerStatus(cid=args.cid, status=self.status, pid=42)
-        assert method == "Proc.Ps" and isinstance(args, PsArgs) and result_type is PsResult
-        return PsResult(processes=[INIT])
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = Registry.open(str(tmp_path / "root"))
-    yield reg
-    reg.close()
-
-
-def domain(registry: Registry, sentry: FakeSentry) -> Proc:
-    channel = cast(ServiceChannel, sentry)
-    return Proc(registry, channel, Waiters(process_exit(channel)))
 
 
 def test_only_the_calls_are_rpcs(registry: Registry) -> None:

@@ -25,6 +25,7 @@ import pytest
 from common.errors import ErrCode
 from common.messages.spec import Hook
 from services.platform.hooks import HookError, oci_state, run_hook, run_hooks, run_hooks_warn
+from tests.conftest import each_process
 
 REPO = Path(__file__).resolve().parents[3]
 STATE = oci_state(oci_version="1.0.2", cid="c1", status="creating", pid=42, bundle="/b", annotations={"a": "1"})
@@ -50,15 +51,10 @@ def running(pid: int) -> bool:
 def group_members(pgid: int) -> list[int]:
     """The live (non-zombie) processes in process group pgid."""
     members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            state, _, pgrp = Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[:3]
-        except OSError:
-            continue
+    for pid, stat in each_process("stat"):
+        state, _, pgrp = stat.decode().rpartition(")")[2].split()[:3]
         if int(pgrp) == pgid and state not in ("Z", "X"):
-            members.append(int(entry))
+            members.append(pid)
     return members
 
 
