@@ -204,9 +204,12 @@ class CommandServer:
                 _close_all([status_pipe, status_end])
                 return False
             if pid == 0:
-                *files, cwd = session.files
-                self._detach_all()
-                run_worker(request, files, cwd, status_end, os.getppid(), client)
+                try:
+                    *files, cwd = session.files
+                    self._detach_all()
+                    run_worker(request, files, cwd, status_end, os.getppid(), client)
+                finally:
+                    os._exit(1)  # a fork of the server never goes back to its loop
         os.close(status_end)
         _close_all(session.files)
         session.files = []

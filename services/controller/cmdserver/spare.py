@@ -53,9 +53,12 @@ class Spare:
             theirs.close()
             return None
         if pid == 0:
-            detach()
-            ours.detach()
-            _wait_for_command(theirs.detach(), server)
+            try:
+                detach()
+                ours.detach()
+                _wait_for_command(theirs.detach(), server)
+            finally:
+                os._exit(1)  # a fork of the server never goes back to its loop
         theirs.close()
         try:
             pidfd = os.pidfd_open(pid)

@@ -51,11 +51,14 @@ def run_worker(request: Request, files: list[int], cwd: int, status_pipe: int, s
     except BaseException:  # noqa: BLE001 - whatever it was, the client gets a status and the trace
         traceback.print_exc()
     finally:
-        _flush()
-        # Everything the command does is done: the server answers the client now.
-        with contextlib.suppress(OSError):
-            os.write(status_pipe, status.to_bytes(4, "big", signed=True))
-        os._exit(status)
+        code = status & 0xFF  # what the kernel keeps of it, as of any exit status
+        try:
+            _flush()
+            # Everything the command does is done: the server answers the client now.
+            os.write(status_pipe, code.to_bytes(4, "big"))
+        except BaseException:  # noqa: BLE001 - nothing may keep a fork of the server from its exit
+            pass
+        os._exit(code)
 
 
 def _take_signals(request: Request) -> None:
