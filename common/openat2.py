@@ -8,6 +8,8 @@ from __future__ import annotations
 import ctypes
 import os
 
+from common.libc import errno_error, libc
+
 SYS_OPENAT2 = 437
 RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -16,9 +18,7 @@ RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 RESOLVE_CACHED = 0x20
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+_syscall = libc.syscall
 
 
 class _OpenHow(ctypes.Structure):
@@ -34,6 +34,5 @@ def openat2(dirfd: int, path: str, flags: int, mode: int, resolve: int) -> int:
     how = _OpenHow(flags, mode, resolve)
     ret = _syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd), os.fsencode(path), ctypes.byref(how), _HOW_SIZE)
     if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
+        raise errno_error(path)
     return int(ret)

@@ -6,7 +6,8 @@ server workers (death signal). Each call raises OSError with the call's errno.
 from __future__ import annotations
 
 import ctypes
-import os
+
+from common.libc import check, libc
 
 #: prctl(2) options (include/uapi/linux/prctl.h).
 PR_SET_PDEATHSIG = 1
@@ -19,14 +20,8 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     """prctl(2) with integer arguments; returns the call's result."""
     args = (ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5))
-    result: int = _libc.prctl(ctypes.c_int(option), *args)
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
+    return check(libc.prctl(ctypes.c_int(option), *args))

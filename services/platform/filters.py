@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 import pyseccomp
 
+from common.libc import libc
 from services.platform.clone import CLONE_NAMESPACES
-from services.platform.linux import SYS_SECCOMP, libc
+from services.platform.linux import SYS_SECCOMP
 
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1 << 0

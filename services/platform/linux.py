@@ -1,9 +1,10 @@
 """Thin ctypes wrappers for the Linux calls Python 3.11's os module lacks.
 
 This module owns the raw system-call numbers (x86_64) and the constants the container init
-needs: mount, umount2, pivot_root, sethostname, capget/capset and close_range (prctl is common.processctl). Each
-wrapper raises OSError with the call's errno, as the os module does, and takes no ownership of
-any fd it is given. Namespaces and clone live in clone.py, seccomp in filters.py.
+needs: mount, umount2, pivot_root, sethostname, capget/capset and close_range. prctl is in
+common.processctl, and the libc handle and its errno check in common.libc. Each wrapper raises
+OSError with the call's errno, as the os module does, and takes no ownership of any fd it is
+given. Namespaces and clone live in clone.py, seccomp in filters.py.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-#: libc with errno capture; CDLL releases the GIL around each call, which these calls allow.
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long
+from common.libc import check, libc
 
 # x86_64 system-call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 SYS_CLONE = 56
@@ -70,54 +69,47 @@ class _CapData(ctypes.Structure):
     _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
 
 
-def _check(result: int) -> int:
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
-
-
 def _path(path: str | None) -> bytes | None:
     return None if path is None else os.fsencode(path)
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
     """mount(2); data is the filesystem's comma-separated option string."""
-    _check(libc.mount(_path(source), os.fsencode(target), _path(fstype), ctypes.c_ulong(flags), _path(data)))
+    check(libc.mount(_path(source), os.fsencode(target), _path(fstype), ctypes.c_ulong(flags), _path(data)))
 
 
 def umount2(target: str, flags: int = 0) -> None:
     """umount2(2)."""
-    _check(libc.umount2(os.fsencode(target), flags))
+    check(libc.umount2(os.fsencode(target), flags))
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2), which glibc does not wrap."""
-    _check(libc.syscall(SYS_PIVOT_ROOT, os.fsencode(new_root), os.fsencode(put_old)))
+    check(libc.syscall(SYS_PIVOT_ROOT, os.fsencode(new_root), os.fsencode(put_old)))
 
 
 def sethostname(name: str) -> None:
     """sethostname(2) in the caller's UTS namespace."""
     raw = name.encode()
-    _check(libc.sethostname(raw, ctypes.c_size_t(len(raw))))
+    check(libc.sethostname(raw, ctypes.c_size_t(len(raw))))
 
 
 def setns(fd: int, nstype: int) -> None:
     """setns(2): join the namespaces of fd (a namespace file, or a pidfd with several CLONE_NEW*
     bits, joined at once in the kernel's order: the user namespace first)."""
-    _check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
+    check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)))
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF) -> None:
     """close_range(2) without flags: close every fd from first to last, both included."""
-    _check(libc.syscall(SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0)))
+    check(libc.syscall(SYS_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(0)))
 
 
 def capget(pid: int = 0) -> tuple[int, int, int]:
     """The (effective, permitted, inheritable) capability masks of pid (0: the caller)."""
     header = _CapHeader(CAPABILITY_VERSION_3, pid)
     data = (_CapData * 2)()
-    _check(libc.syscall(SYS_CAPGET, ctypes.byref(header), ctypes.byref(data)))
+    check(libc.syscall(SYS_CAPGET, ctypes.byref(header), ctypes.byref(data)))
     effective = data[0].effective | data[1].effective << 32
     permitted = data[0].permitted | data[1].permitted << 32
     inheritable = data[0].inheritable | data[1].inheritable << 32
@@ -132,7 +124,7 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].effective = (effective >> (32 * i)) & 0xFFFFFFFF
         data[i].permitted = (permitted >> (32 * i)) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> (32 * i)) & 0xFFFFFFFF
-    _check(libc.syscall(SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)))
+    check(libc.syscall(SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)))
 
 
 #: Capability names -> numbers (include/uapi/linux/capability.h), CAP_CHOWN..CAP_CHECKPOINT_RESTORE.

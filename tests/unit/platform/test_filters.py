@@ -38,7 +38,7 @@ PROBE = textwrap.dedent(
     import ctypes, json, mmap, os, sys
     from services.platform.filters import FilterPolicy, build_filter, load_filter, SECCOMP_FILTER_FLAG_NEW_LISTENER
     from services.platform.clone import CLONE_NEWNS, CLONE_NEWUSER
-    from services.platform.linux import libc
+    from common.libc import libc
 
     def call(nr, *args):
         ret = libc.syscall(nr, *args)
