@@ -114,17 +114,23 @@ def _recv(sock: socket.socket) -> tuple[bytes, list[int]]:
     # socket.recv_fds drops its flags argument (CPython gh-107898), so it cannot ask for
     # MSG_CMSG_CLOEXEC; without it a received fd would leak into every child we spawn.
     data, ancdata, flags, _ = sock.recvmsg(MAX_FRAME + 1, _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
-    fds: list[int] = []
-    for level, kind, payload in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(payload) - len(payload) % _INT.itemsize
-            fds.extend(array.array("i", payload[:usable]))
+    fds = received_fds(ancdata)
     if flags & (socket.MSG_CTRUNC | socket.MSG_TRUNC) or len(data) > MAX_FRAME:
         close_all(fds)
         if flags & socket.MSG_CTRUNC:
             raise MessageTooLarge(f"fd-channel message refused: more than {MAX_FDS} fds in a frame")
         raise MessageTooLarge(f"fd-channel message refused: a frame of more than {MAX_FRAME} bytes")
     return data, fds
+
+
+def received_fds(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The fds in recvmsg's ancillary data (the caller's, to close)."""
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % _INT.itemsize
+            fds.extend(array.array("i", payload[:usable]))
+    return fds
 
 
 def readable(sock: socket.socket) -> bool:

@@ -21,8 +21,10 @@ SWITCH = "ZEROVISOR_CLI_SERVER"
 #: Version of this protocol (in the socket name too: a server answers only its own version).
 VERSION = 1
 #: Largest request a server reads: argv and environ (the kernel's own limit is ARG_MAX, 2 MiB
-#: at the default stack size); a bigger one runs in its own process.
-MAX_REQUEST = 8 << 20
+#: at the default stack size); a bigger one runs in its own process. Below the fd channel's
+#: MAX_MESSAGE_BYTES (common.wire, not imported here: too heavy), on which a request travels
+#: on to a spare with a few bytes more.
+MAX_REQUEST = (4 << 20) - 1024
 #: Most fds a request carries: the kernel passes at most SCM_MAX_FD (253) in one message, and
 #: the working directory is one of them.
 MAX_FDS = 250

@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 
+from common import fdpass
 from common.fdpass import peer_credentials
 from services.controller.cmdserver.admission import ProcessView, admitted, process_view
 from services.controller.cmdserver.protocol import (
@@ -150,11 +151,7 @@ class CommandServer:
         except OSError:
             self._end(session)
             return
-        for level, kind, raw in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
-                session.files.extend(fds)
+        session.files.extend(fdpass.received_fds(ancdata))
         session.data += data
         length = request_length(bytes(session.data[:4]))
         if not data or len(session.data) > MAX_REQUEST or (length is not None and length > MAX_REQUEST):
@@ -201,7 +198,7 @@ class CommandServer:
             try:
                 pid = os.fork()
             except OSError:
-                _close_all([status_pipe, status_end])
+                fdpass.close_all([status_pipe, status_end])
                 return False
             if pid == 0:
                 try:
@@ -211,7 +208,7 @@ class CommandServer:
                 finally:
                     os._exit(1)  # a fork of the server never goes back to its loop
         os.close(status_end)
-        _close_all(session.files)
+        fdpass.close_all(session.files)
         session.files = []
         session.worker = pid
         session.status_pipe = status_pipe
@@ -331,7 +328,7 @@ class CommandServer:
             self.by_pidfd.pop(session.pidfd, None)
             self.poller.unregister(session.pidfd)
             os.close(session.pidfd)
-        _close_all(session.files)
+        fdpass.close_all(session.files)
         session.files = []
         if not self.by_conn:
             self.idle_since = time.monotonic()
@@ -368,12 +365,6 @@ def _mtimes(paths: list[str]) -> list[int]:
         except OSError:
             out.append(-1)
     return out
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 def watched_files(root: str) -> list[str]:

@@ -5,7 +5,8 @@ line: that is most of what a worker adds to a command. So the server keeps one S
 while it waits: the spare drops every fd it inherited but its end of a socket pair and blocks
 there; the server hands it the next admitted command (the request's bytes, the client's files,
 the status pipe and the client's pid) and it becomes that command's worker (run_worker). The
-server forks the next spare once that one is on its way.
+server forks the next spare once that one is on its way. The hand-over is one message on the
+fd channel's framing (common/fdpass.py, over a SEQPACKET pair).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import socket
 from collections.abc import Callable
 from typing import NoReturn
 
+from common import fdpass
+from common.errors import ZerovisorError
 from common.fdlayout import place_fds
 from common.processctl import PR_SET_PDEATHSIG, prctl
-from services.controller.cmdserver.protocol import MAX_FDS, decode_request, request_length
+from services.controller.cmdserver.protocol import decode_request
 from services.controller.cmdserver.worker import run_worker
 
 _PID_SIZE = 4
@@ -42,7 +45,7 @@ class Spare:
         """Fork a spare; None if the system refuses (the server forks at request time then).
         detach runs in the spare first: it lets go of the server's socket objects."""
         try:
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         except OSError:
             return None
         server = os.getpid()
@@ -73,15 +76,10 @@ class Spare:
         """Give the spare its command: request as the client sent it, files (the client's, its
         working directory, then the status pipe's write end; the caller keeps its copies).
         False if the spare is gone: it then runs nothing, and the caller kills it."""
-        payload = client.to_bytes(_PID_SIZE, "big") + request
         try:
-            sent = socket.send_fds(self.sock, [payload], files)
-            # Only a remainder is sent on: a send of nothing to a spare that has all it needs
-            # and has closed its end fails, though the spare runs the command.
-            if sent < len(payload):
-                self.sock.sendall(payload[sent:])
-        except OSError:
-            return False  # the spare lacks part of the request: it cannot run it
+            fdpass.send_frame(self.sock, client.to_bytes(_PID_SIZE, "big") + request, files)
+        except (OSError, ZerovisorError):
+            return False  # the spare lacks the whole message: it cannot run the command
         finally:
             self.sock.close()
         return True
@@ -115,14 +113,9 @@ def _wait_for_command(sock_fd: int, server: int) -> NoReturn:
             os._exit(0)
         [sock_fd] = place_fds([], [], [sock_fd])
         with socket.socket(fileno=sock_fd) as sock:
-            data, files, _, _ = socket.recv_fds(sock, 1 << 16, MAX_FDS + 2)
-            if not data:
-                os._exit(0)
-            while (total := request_length(data[_PID_SIZE:])) is None or len(data) < _PID_SIZE + total:
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    os._exit(1)
-                data += chunk
+            data, files = fdpass.recv_frame(sock)
+        if not data:
+            os._exit(0)
         client = int.from_bytes(data[:_PID_SIZE], "big")
         request = decode_request(data[_PID_SIZE:])
         *client_files, cwd, status_end = files

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from common.wire import MAX_MESSAGE_BYTES
 from services.controller.cmdserver.protocol import (
     EVENT_SIZE,
+    MAX_REQUEST,
     REFUSED,
     STALE,
     SWITCH,
@@ -55,6 +57,10 @@ def test_a_request_survives_the_wire() -> None:
     assert request_length(data[:4]) == len(data)
     back = decode_request(data)
     assert [getattr(back, f) for f in Request.__slots__] == [getattr(request, f) for f in Request.__slots__]
+
+
+def test_a_request_fits_the_message_that_hands_it_to_a_spare() -> None:
+    assert MAX_REQUEST + 64 <= MAX_MESSAGE_BYTES
 
 
 @pytest.mark.parametrize(
