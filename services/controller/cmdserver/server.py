@@ -157,12 +157,11 @@ class CommandServer:
         if not data or len(session.data) > MAX_REQUEST or (length is not None and length > MAX_REQUEST):
             self._end(session)
         elif length is not None and len(session.data) >= length:
-            self._start(session)
+            self._start(session, length)
 
-    def _start(self, session: Session) -> None:
-        """A whole request: refuse it, or fork its worker."""
+    def _start(self, session: Session, length: int) -> None:
+        """A whole request, the first length bytes: refuse it, or fork its worker."""
         # A forwarded signal may follow the request in the same read: it is for the worker.
-        length = request_length(bytes(session.data[:4]))
         session.data, early = session.data[:length], bytes(session.data[length:])
         try:
             request = decode_request(bytes(session.data))
